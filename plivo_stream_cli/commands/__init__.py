@@ -1,0 +1,13 @@
+"""The CLI's commands, one module each; every module exposes `register(app)`.
+
+Modules here import only typer and the standard library at top level: heavy imports happen inside
+the command bodies.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from plivo_stream_cli.commands import xml_cmd
+
+COMMAND_MODULES: tuple[ModuleType, ...] = (xml_cmd,)

@@ -1,0 +1,88 @@
+"""Where output goes: data on stdout, status and errors on stderr, honouring NO_COLOR and -q/-v.
+
+Every command prints through these helpers so the conventions are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@dataclass
+class Verbosity:
+    """Process-wide verbosity set by the root `-q/--quiet` and `-v/--verbose` flags."""
+
+    level: int = 0  # -1 quiet, 0 normal, 1+ verbose
+
+
+VERBOSITY = Verbosity()
+_consoles: dict[bool, Console] = {}
+
+
+def console(*, stderr: bool = False) -> Console:
+    """The shared rich console for stdout (data) or stderr (status)."""
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        no_color = bool(os.environ.get("NO_COLOR"))
+        _consoles[stderr] = Console(
+            stderr=stderr, no_color=no_color, highlight=False, soft_wrap=True
+        )
+    return _consoles[stderr]
+
+
+def reset_consoles() -> None:
+    """Forget cached consoles (tests swap sys.stdout/sys.stderr between runs)."""
+    _consoles.clear()
+
+
+def is_terminal(*, stderr: bool = False) -> bool:
+    """True when the stream is an interactive terminal (so live widgets make sense)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def data(text: str) -> None:
+    """Print plain data on stdout (never styled, never suppressed by -q)."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def json_line(obj: Any) -> None:
+    """Print one compact JSON document on stdout."""
+    data(json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str))
+
+
+def status(message: str) -> None:
+    """A status line on stderr (hidden by -q). `message` may use rich markup."""
+    if VERBOSITY.level >= 0:
+        console(stderr=True).print(message)
+
+
+def verbose(message: str) -> None:
+    """A detail on stderr shown only with -v."""
+    if VERBOSITY.level >= 1:
+        console(stderr=True).print(f"[dim]{message}[/dim]")
+
+
+def warn(message: str) -> None:
+    """A warning on stderr (shown even with -q: warnings matter)."""
+    console(stderr=True).print(f"[yellow]warning:[/yellow] {_escape(message)}")
+
+
+def error(message: str) -> None:
+    """The one-line error that precedes a non-zero exit."""
+    console(stderr=True).print(f"[red]error:[/red] {_escape(message)}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
