@@ -1,0 +1,523 @@
+"""Protocol events of Plivo Audio Streaming: typed, frozen, parsed once, serialized exactly.
+
+Pure (no I/O). `parse()` is the one entry point from a WebSocket text frame to an event; anything
+malformed raises `ProtocolError` naming the field. Each event's `to_dict()`/`to_json()` produces the
+documented JSON shape (shared/protocol.md), so the simulator sends what Plivo sends and the server
+sends what Plivo accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeAlias
+from urllib.parse import unquote
+
+from plivo_stream_cli.formats import FormatError, MediaFormat
+
+MAX_MESSAGE_BYTES = 64 * 1024
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol; the text names the field and the problem."""
+
+
+def _compact(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- inbound (Plivo -> server)
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """`start`: once per stream, with the call's metadata and media format."""
+
+    event: ClassVar[str] = "start"
+    call_id: str
+    stream_id: str
+    account_id: str
+    tracks: tuple[str, ...]
+    media_format: MediaFormat
+    extra_headers: str = ""
+    sequence_number: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """`extra_headers` parsed into a dict."""
+        return parse_extra_headers(self.extra_headers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "start",
+            "sequenceNumber": self.sequence_number,
+            "start": {
+                "callId": self.call_id,
+                "streamId": self.stream_id,
+                "accountId": self.account_id,
+                "tracks": list(self.tracks),
+                "mediaFormat": {
+                    "encoding": self.media_format.encoding,
+                    "sampleRate": self.media_format.sample_rate,
+                },
+            },
+            "extra_headers": self.extra_headers,
+        }
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    """`media`: about 20 ms of one track's audio; `payload` is already base64-decoded."""
+
+    event: ClassVar[str] = "media"
+    stream_id: str
+    track: str
+    timestamp: str
+    payload: bytes
+    chunk: int | None = None
+    sequence_number: int | None = None
+    extra_headers: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        media: dict[str, Any] = {"track": self.track, "timestamp": self.timestamp}
+        if self.chunk is not None:
+            media["chunk"] = self.chunk
+        media["payload"] = base64.b64encode(self.payload).decode("ascii")
+        out: dict[str, Any] = {
+            "event": "media",
+            "sequenceNumber": self.sequence_number,
+            "streamId": self.stream_id,
+            "media": media,
+        }
+        if self.extra_headers is not None:
+            out["extra_headers"] = self.extra_headers
+        return out
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    """`dtmf`: the caller pressed a key."""
+
+    event: ClassVar[str] = "dtmf"
+    stream_id: str
+    digit: str
+    track: str = "inbound"
+    timestamp: str = ""
+    sequence_number: int | None = None
+    extra_headers: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event": "dtmf",
+            "sequenceNumber": self.sequence_number,
+            "streamId": self.stream_id,
+            "dtmf": {"track": self.track, "digit": self.digit, "timestamp": self.timestamp},
+        }
+        if self.extra_headers is not None:
+            out["extra_headers"] = self.extra_headers
+        return out
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedStream:
+    """`playedStream` (alias `played`): the audio queued before checkpoint `name` has played."""
+
+    event: ClassVar[str] = "playedStream"
+    stream_id: str
+    name: str
+    sequence_number: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "playedStream",
+            "sequenceNumber": self.sequence_number,
+            "streamId": self.stream_id,
+            "name": self.name,
+        }
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedAudio:
+    """`clearedAudio`: the playback queue was emptied after a `clearAudio`."""
+
+    event: ClassVar[str] = "clearedAudio"
+    stream_id: str
+    sequence_number: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event": "clearedAudio",
+            "sequenceNumber": self.sequence_number,
+            "streamId": self.stream_id,
+        }
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """`stop`: modelled by one SDK, undocumented; the socket may also just close."""
+
+    event: ClassVar[str] = "stop"
+    stream_id: str = ""
+    sequence_number: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "stop", "sequenceNumber": self.sequence_number, "streamId": self.stream_id}
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    """An event name this version does not know; the raw message is kept."""
+
+    name: str
+    raw: dict[str, Any] = field(default_factory=dict)
+    sequence_number: int | None = None
+
+    @property
+    def event(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+# ---------------------------------------------------------------- outbound (server -> Plivo)
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """`playAudio`: audio for the caller in the stream's format; `payload` is raw wire audio."""
+
+    event: ClassVar[str] = "playAudio"
+    media_format: MediaFormat
+    payload: bytes
+    stream_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event": "playAudio",
+            "media": {
+                "contentType": self.media_format.encoding,
+                "sampleRate": self.media_format.sample_rate,
+                "payload": base64.b64encode(self.payload).decode("ascii"),
+            },
+        }
+        if self.stream_id is not None:
+            out["streamId"] = self.stream_id
+        return out
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """`checkpoint`: ask Plivo for a `playedStream` once the audio queued so far has played."""
+
+    event: ClassVar[str] = "checkpoint"
+    stream_id: str
+    name: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "checkpoint", "streamId": self.stream_id, "name": self.name}
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class ClearAudio:
+    """`clearAudio`: drop all queued audio (barge-in)."""
+
+    event: ClassVar[str] = "clearAudio"
+    stream_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "clearAudio", "streamId": self.stream_id}
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+@dataclass(frozen=True, slots=True)
+class SendDtmf:
+    """`sendDTMF`: undocumented, seen in third-party code: play DTMF tones to the caller."""
+
+    event: ClassVar[str] = "sendDTMF"
+    digits: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": "sendDTMF", "dtmf": self.digits}
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
+InboundEvent: TypeAlias = Start | Media | Dtmf | PlayedStream | ClearedAudio | Stop
+OutboundEvent: TypeAlias = PlayAudio | Checkpoint | ClearAudio | SendDtmf
+Event: TypeAlias = InboundEvent | OutboundEvent | UnknownEvent
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse(data: str | bytes) -> Event:
+    """Parse one text frame into an event, or raise `ProtocolError`. Never raises anything else."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the 64 KB limit")
+    try:
+        msg = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ProtocolError(f"not JSON: {_short(exc)}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"message is a JSON {type(msg).__name__}, expected an object")
+    return parse_object(msg)
+
+
+def parse_object(msg: dict[str, Any]) -> Event:
+    """Parse an already-decoded JSON object (used by capture replay)."""
+    name = msg.get("event")
+    if not isinstance(name, str):
+        raise ProtocolError("event: missing or not a string")
+    parser = _PARSERS.get(name)
+    if parser is None:
+        return UnknownEvent(name, msg, _opt_int(msg, "sequenceNumber"))
+    return parser(msg)
+
+
+def _parse_start(msg: dict[str, Any]) -> Start:
+    body = _obj(msg, "start")
+    fmt = _obj(body, "mediaFormat", "start.mediaFormat")
+    encoding = _str(fmt, "encoding", "start.mediaFormat.encoding")
+    rate = _int(fmt, "sampleRate", "start.mediaFormat.sampleRate")
+    try:
+        media_format = MediaFormat(encoding, rate)
+    except FormatError as exc:
+        raise ProtocolError(f"start.mediaFormat: {exc}") from None
+    tracks = body.get("tracks", ["inbound"])
+    if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+        raise ProtocolError("start.tracks: expected a list of strings")
+    return Start(
+        call_id=_str(body, "callId", "start.callId"),
+        stream_id=_str(body, "streamId", "start.streamId"),
+        account_id=_opt_str(body, "accountId", "start.accountId") or "",
+        tracks=tuple(tracks),
+        media_format=media_format,
+        extra_headers=_extra(msg) or "",
+        sequence_number=_opt_int(msg, "sequenceNumber"),
+    )
+
+
+def _parse_media(msg: dict[str, Any]) -> Media:
+    media = _obj(msg, "media")
+    payload = _str(media, "payload", "media.payload")
+    try:
+        audio = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("media.payload: not valid base64") from None
+    return Media(
+        stream_id=_opt_str(msg, "streamId", "streamId") or "",
+        track=_opt_str(media, "track", "media.track") or "inbound",
+        timestamp=_stamp(media, "media.timestamp"),
+        payload=audio,
+        chunk=_opt_int(media, "chunk", "media.chunk"),
+        sequence_number=_opt_int(msg, "sequenceNumber"),
+        extra_headers=_extra(msg),
+    )
+
+
+def _parse_dtmf(msg: dict[str, Any]) -> Dtmf:
+    body = _obj(msg, "dtmf")
+    digit = _str(body, "digit", "dtmf.digit")
+    return Dtmf(
+        stream_id=_opt_str(msg, "streamId", "streamId") or "",
+        digit=digit,
+        track=_opt_str(body, "track", "dtmf.track") or "inbound",
+        timestamp=_stamp(body, "dtmf.timestamp"),
+        sequence_number=_opt_int(msg, "sequenceNumber"),
+        extra_headers=_extra(msg),
+    )
+
+
+def _parse_played(msg: dict[str, Any]) -> PlayedStream:
+    return PlayedStream(
+        stream_id=_opt_str(msg, "streamId", "streamId") or "",
+        name=_str(msg, "name", "name"),
+        sequence_number=_opt_int(msg, "sequenceNumber"),
+    )
+
+
+def _parse_cleared(msg: dict[str, Any]) -> ClearedAudio:
+    return ClearedAudio(
+        stream_id=_opt_str(msg, "streamId", "streamId") or "",
+        sequence_number=_opt_int(msg, "sequenceNumber"),
+    )
+
+
+def _parse_stop(msg: dict[str, Any]) -> Stop:
+    return Stop(
+        stream_id=_opt_str(msg, "streamId", "streamId") or "",
+        sequence_number=_opt_int(msg, "sequenceNumber"),
+    )
+
+
+def _parse_play_audio(msg: dict[str, Any]) -> PlayAudio:
+    media = _obj(msg, "media")
+    encoding = _str(media, "contentType", "media.contentType")
+    rate = _int(media, "sampleRate", "media.sampleRate")
+    try:
+        fmt = MediaFormat(encoding, rate)
+    except FormatError as exc:
+        raise ProtocolError(f"media: {exc}") from None
+    payload = _str(media, "payload", "media.payload")
+    try:
+        audio = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("media.payload: not valid base64") from None
+    return PlayAudio(fmt, audio, _opt_str(msg, "streamId", "streamId"))
+
+
+def _parse_checkpoint(msg: dict[str, Any]) -> Checkpoint:
+    return Checkpoint(_opt_str(msg, "streamId", "streamId") or "", _str(msg, "name", "name"))
+
+
+def _parse_clear(msg: dict[str, Any]) -> ClearAudio:
+    return ClearAudio(_opt_str(msg, "streamId", "streamId") or "")
+
+
+def _parse_send_dtmf(msg: dict[str, Any]) -> SendDtmf:
+    return SendDtmf(_str(msg, "dtmf", "dtmf"))
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    "start": _parse_start,
+    "media": _parse_media,
+    "dtmf": _parse_dtmf,
+    "playedStream": _parse_played,
+    "played": _parse_played,
+    "clearedAudio": _parse_cleared,
+    "stop": _parse_stop,
+    "playAudio": _parse_play_audio,
+    "checkpoint": _parse_checkpoint,
+    "clearAudio": _parse_clear,
+    "sendDTMF": _parse_send_dtmf,
+}
+
+
+# ---------------------------------------------------------------- field helpers
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _obj(msg: dict[str, Any], key: str, label: str | None = None) -> dict[str, Any]:
+    value = msg.get(key)
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{label or key}: {_missing_or(value, 'an object')}")
+    return value
+
+
+def _str(msg: dict[str, Any], key: str, label: str) -> str:
+    value = msg.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{label}: {_missing_or(value, 'a string')}")
+    return value
+
+
+def _opt_str(msg: dict[str, Any], key: str, label: str) -> str | None:
+    value = msg.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(f"{label}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _int(msg: dict[str, Any], key: str, label: str) -> int:
+    value = _opt_int(msg, key, label)
+    if value is None:
+        raise ProtocolError(f"{label}: missing")
+    return value
+
+
+def _opt_int(msg: dict[str, Any], key: str, label: str | None = None) -> int | None:
+    """An integer field; numeric strings are accepted (liberal in what we accept)."""
+    value = msg.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ProtocolError(f"{label or key}: expected an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
+        return int(value)
+    raise ProtocolError(f"{label or key}: expected an integer, got {value!r:.40}")
+
+
+def _stamp(body: dict[str, Any], label: str) -> str:
+    """Timestamps are documented as strings of epoch ms; integers are accepted too."""
+    value = body.get("timestamp")
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(int(value))
+    raise ProtocolError(f"{label}: expected a string of epoch milliseconds")
+
+
+def _extra(msg: dict[str, Any]) -> str | None:
+    value = msg.get("extra_headers")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):  # some clients send an object: keep it usable
+        return ";".join(f"{k}={v}" for k, v in value.items())
+    raise ProtocolError("extra_headers: expected a string")
+
+
+def _missing_or(value: object, expected: str) -> str:
+    if value is None:
+        return "missing"
+    return f"expected {expected}, got {type(value).__name__}"
+
+
+# ---------------------------------------------------------------- extra headers
+
+
+def parse_extra_headers(text: str | None) -> dict[str, str]:
+    """Parse `k=v;k2=v2` (or `,`-separated) into a dict; values URL-decoded; junk skipped."""
+    if not text:
+        return {}
+    headers: dict[str, str] = {}
+    for pair in text.replace(",", ";").split(";"):
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            continue
+        headers[key] = unquote(value.strip())
+    return headers

@@ -1,0 +1,281 @@
+"""The per-stream state machines, sans-I/O in the style of python-websockets' `Protocol`.
+
+`StreamSession` is the server's side of one stream: feed it each received text frame and get an
+event back; ask it for `playAudio`/`checkpoint`/`clearAudio` and get the text to write. It tracks
+state (awaiting start -> streaming -> stopped), the media format, sequence-number anomalies and
+pending checkpoints. `PlaybackQueue` is Plivo's side of playback, used by the simulator: what has
+been queued, which checkpoints become due as audio plays, and what `clearAudio` drops.
+
+Pure: no sockets, clocks, files or asyncio. Time, where it matters, is passed in.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+
+from plivo_stream_cli.events import (
+    Checkpoint,
+    ClearAudio,
+    ClearedAudio,
+    Dtmf,
+    Event,
+    Media,
+    PlayAudio,
+    PlayedStream,
+    ProtocolError,
+    Start,
+    Stop,
+    UnknownEvent,
+    parse,
+)
+from plivo_stream_cli.formats import MediaFormat
+
+_SEEN_WINDOW = 512  # sequence numbers remembered to tell duplicates from late arrivals
+
+
+class SessionState(Enum):
+    AWAITING_START = "awaiting start"
+    STREAMING = "streaming"
+    STOPPED = "stopped"
+
+
+class SessionStateError(RuntimeError):
+    """The caller asked the session for something its state does not allow (a local bug)."""
+
+
+@dataclass
+class SequenceTracker:
+    """Classifies sequence numbers as in order, gap, duplicate or reordered (late)."""
+
+    highest: int = 0
+    gaps: int = 0  # messages found missing when a later number arrived
+    duplicates: int = 0
+    reorders: int = 0
+    _seen: set[int] = field(default_factory=set)
+
+    def observe(self, seq: int) -> str | None:
+        """Record `seq`; return a note when it is out of the ordinary."""
+        note: str | None = None
+        if seq > self.highest:
+            missing = seq - self.highest - 1 if self.highest else seq - 1
+            if missing > 0:
+                self.gaps += missing
+                note = f"sequence gap: {missing} missing before {seq}"
+            self.highest = seq
+        elif seq in self._seen:
+            self.duplicates += 1
+            note = f"duplicate sequence number {seq}"
+        else:
+            self.reorders += 1
+            self.gaps = max(0, self.gaps - 1)
+            note = f"sequence number {seq} arrived late (after {self.highest})"
+        self._seen.add(seq)
+        if len(self._seen) > 2 * _SEEN_WINDOW:
+            floor = self.highest - _SEEN_WINDOW
+            self._seen = {s for s in self._seen if s > floor}
+        return note
+
+
+@dataclass
+class SessionStats:
+    """Counters the live view renders at a fixed rate (never per frame)."""
+
+    messages: int = 0
+    media_packets: int = 0
+    media_bytes: dict[str, int] = field(default_factory=dict)
+    dtmf: list[str] = field(default_factory=list)
+    errors: int = 0
+    unknown_events: int = 0
+    play_messages: int = 0
+    play_bytes: int = 0
+    checkpoints_sent: int = 0
+    checkpoints_confirmed: int = 0
+    checkpoints_cleared: int = 0
+    clears_sent: int = 0
+    clears_confirmed: int = 0
+
+
+class StreamSession:
+    """The server's side of one stream. Not thread-safe; one per WebSocket connection."""
+
+    def __init__(self) -> None:
+        self.state = SessionState.AWAITING_START
+        self.start: Start | None = None
+        self.sequence = SequenceTracker()
+        self.stats = SessionStats()
+        self.pending_checkpoints: list[str] = []
+        self.confirmed_checkpoints: list[str] = []
+        self.notes: deque[str] = deque(maxlen=256)
+
+    # ------------------------------------------------------------ receiving
+
+    @property
+    def stream_id(self) -> str:
+        return self.start.stream_id if self.start else ""
+
+    @property
+    def media_format(self) -> MediaFormat:
+        if self.start is None:
+            raise SessionStateError("no media format before the start event")
+        return self.start.media_format
+
+    def receive(self, data: str | bytes) -> Event:
+        """Parse and apply one received frame. Raises `ProtocolError` (counted) on bad input."""
+        self.stats.messages += 1
+        try:
+            event = parse(data)
+            self._apply(event)
+        except ProtocolError:
+            self.stats.errors += 1
+            raise
+        return event
+
+    def _apply(self, event: Event) -> None:
+        seq = getattr(event, "sequence_number", None)
+        if isinstance(event, Media):
+            self._media(event)
+        elif isinstance(event, Start):
+            self._start(event)
+        elif isinstance(event, Dtmf):
+            self._require_streaming("dtmf")
+            self.stats.dtmf.append(event.digit)
+        elif isinstance(event, PlayedStream):
+            self._played(event)
+        elif isinstance(event, ClearedAudio):
+            self.stats.clears_confirmed += 1
+        elif isinstance(event, Stop):
+            self.state = SessionState.STOPPED
+        elif isinstance(event, UnknownEvent):
+            self.stats.unknown_events += 1
+            self.notes.append(f"unknown event {event.name!r} ignored")
+        else:
+            raise ProtocolError(f"event: {event.event!r} is sent by servers, not by Plivo")
+        if seq is not None:
+            note = self.sequence.observe(seq)
+            if note:
+                self.notes.append(note)
+
+    def _start(self, event: Start) -> None:
+        if self.state is not SessionState.AWAITING_START:
+            raise ProtocolError("start: a second start event on the same stream")
+        self.start = event
+        self.state = SessionState.STREAMING
+
+    def _media(self, event: Media) -> None:
+        self._require_streaming("media")
+        assert self.start is not None
+        if self.start.media_format.sample_width == 2 and len(event.payload) % 2:
+            raise ProtocolError(f"media.payload: odd length {len(event.payload)} for 16-bit L16")
+        self.stats.media_packets += 1
+        by_track = self.stats.media_bytes
+        by_track[event.track] = by_track.get(event.track, 0) + len(event.payload)
+
+    def _played(self, event: PlayedStream) -> None:
+        if event.name in self.pending_checkpoints:
+            self.pending_checkpoints.remove(event.name)
+        else:
+            self.notes.append(f"playedStream for unknown checkpoint {event.name!r}")
+        self.confirmed_checkpoints.append(event.name)
+        self.stats.checkpoints_confirmed += 1
+
+    def _require_streaming(self, what: str) -> None:
+        if self.state is SessionState.AWAITING_START:
+            raise ProtocolError(f"{what}: received before the start event")
+
+    # ------------------------------------------------------------ sending
+
+    def play_audio(self, payload: bytes) -> str:
+        """The `playAudio` text for `payload` (wire audio in the stream's format)."""
+        fmt = self._sendable("playAudio")
+        self.stats.play_messages += 1
+        self.stats.play_bytes += len(payload)
+        return PlayAudio(fmt, payload).to_json()
+
+    def checkpoint(self, name: str) -> str:
+        """The `checkpoint` text; `name` becomes pending until `playedStream` confirms it."""
+        self._sendable("checkpoint")
+        self.pending_checkpoints.append(name)
+        self.stats.checkpoints_sent += 1
+        return Checkpoint(self.stream_id, name).to_json()
+
+    def clear_audio(self) -> str:
+        """The `clearAudio` text; pending checkpoints are cleared and will never be confirmed."""
+        self._sendable("clearAudio")
+        self.stats.checkpoints_cleared += len(self.pending_checkpoints)
+        self.pending_checkpoints.clear()
+        self.stats.clears_sent += 1
+        return ClearAudio(self.stream_id).to_json()
+
+    def _sendable(self, what: str) -> MediaFormat:
+        if self.start is None:
+            raise SessionStateError(f"cannot send {what} before the stream's start event")
+        if self.state is SessionState.STOPPED:
+            raise SessionStateError(f"cannot send {what}: the stream has stopped")
+        return self.start.media_format
+
+    def close(self) -> None:
+        """The connection ended (with or without a stop event)."""
+        self.state = SessionState.STOPPED
+
+
+@dataclass
+class _Queued:
+    audio: bytes = b""
+    checkpoint: str | None = None
+
+
+class PlaybackQueue:
+    """Plivo's playback queue, as the simulator models it.
+
+    Audio and checkpoints are queued in order; `play(nbytes)` consumes audio at the caller's pace
+    and returns the checkpoints whose preceding audio has now fully played; `clear()` drops
+    everything, and cleared checkpoints are never confirmed.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[_Queued] = deque()
+        self.queued_bytes = 0
+
+    def add_audio(self, audio: bytes) -> None:
+        if audio:
+            self._items.append(_Queued(audio=audio))
+            self.queued_bytes += len(audio)
+
+    def add_checkpoint(self, name: str) -> None:
+        self._items.append(_Queued(checkpoint=name))
+
+    def play(self, nbytes: int) -> tuple[bytes, list[str]]:
+        """Consume up to `nbytes` of audio; return it and the checkpoints reached."""
+        played = bytearray()
+        reached = self._due()
+        while self._items and len(played) < nbytes:
+            head = self._items[0]
+            take = head.audio[: nbytes - len(played)]
+            played += take
+            self.queued_bytes -= len(take)
+            if len(take) == len(head.audio):
+                self._items.popleft()
+            else:
+                self._items[0] = _Queued(audio=head.audio[len(take) :])
+            reached += self._due()
+        return bytes(played), reached
+
+    def _due(self) -> list[str]:
+        names = []
+        while self._items and self._items[0].checkpoint is not None:
+            name = self._items.popleft().checkpoint
+            assert name is not None
+            names.append(name)
+        return names
+
+    def clear(self) -> int:
+        """Drop all queued audio and checkpoints; returns the bytes dropped."""
+        dropped = self.queued_bytes
+        self._items.clear()
+        self.queued_bytes = 0
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._items)

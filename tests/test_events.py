@@ -1,0 +1,229 @@
+"""Tests for the protocol event types, parser and serializers."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from plivo_stream_cli.events import (
+    MAX_MESSAGE_BYTES,
+    Checkpoint,
+    ClearAudio,
+    ClearedAudio,
+    Dtmf,
+    Media,
+    PlayAudio,
+    PlayedStream,
+    ProtocolError,
+    SendDtmf,
+    Start,
+    Stop,
+    UnknownEvent,
+    parse,
+    parse_extra_headers,
+)
+from plivo_stream_cli.formats import L16_16K, MULAW_8K
+
+START = {
+    "event": "start",
+    "sequenceNumber": 1,
+    "start": {
+        "callId": "c-1",
+        "streamId": "s-1",
+        "accountId": "MA123",
+        "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+    },
+    "extra_headers": "userId=12345;sessionId=abc-xyz",
+}
+
+
+def test_start_parses_documented_shape() -> None:
+    event = parse(json.dumps(START))
+    assert isinstance(event, Start)
+    assert (event.call_id, event.stream_id, event.account_id) == ("c-1", "s-1", "MA123")
+    assert event.media_format == MULAW_8K
+    assert event.headers == {"userId": "12345", "sessionId": "abc-xyz"}
+    assert event.to_dict() == START
+
+
+def test_media_payload_is_decoded_once_and_reencoded_exactly() -> None:
+    raw = {
+        "event": "media",
+        "sequenceNumber": 42,
+        "streamId": "s-1",
+        "media": {
+            "track": "inbound",
+            "timestamp": "1705312200000",
+            "chunk": 41,
+            "payload": base64.b64encode(b"\xff" * 160).decode(),
+        },
+    }
+    event = parse(json.dumps(raw).encode())
+    assert isinstance(event, Media)
+    assert event.payload == b"\xff" * 160 and event.chunk == 41
+    assert event.timestamp == "1705312200000"
+    assert event.to_dict() == raw
+
+
+def test_numeric_timestamp_and_string_sequence_are_accepted() -> None:
+    raw = {
+        "event": "dtmf",
+        "sequenceNumber": "7",
+        "streamId": "s",
+        "dtmf": {"digit": "5", "timestamp": 17},
+    }
+    event = parse(json.dumps(raw))
+    assert isinstance(event, Dtmf)
+    assert event.sequence_number == 7 and event.timestamp == "17" and event.digit == "5"
+
+
+@pytest.mark.parametrize("name", ["playedStream", "played"])
+def test_played_stream_accepts_both_names(name: str) -> None:
+    event = parse(json.dumps({"event": name, "streamId": "s", "name": "greeting-end"}))
+    assert event == PlayedStream("s", "greeting-end")
+
+
+def test_other_inbound_events() -> None:
+    assert parse('{"event":"clearedAudio","streamId":"s","sequenceNumber":10}') == ClearedAudio(
+        "s", 10
+    )
+    assert parse('{"event":"stop","streamId":"s"}') == Stop("s")
+    unknown = parse('{"event":"mystery","x":1}')
+    assert isinstance(unknown, UnknownEvent) and unknown.raw == {"event": "mystery", "x": 1}
+
+
+def test_outbound_serializers_match_the_documented_json() -> None:
+    play = PlayAudio(MULAW_8K, b"\x00\x01")
+    assert json.loads(play.to_json()) == {
+        "event": "playAudio",
+        "media": {"contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": "AAE="},
+    }
+    assert json.loads(Checkpoint("s", "end").to_json()) == {
+        "event": "checkpoint",
+        "streamId": "s",
+        "name": "end",
+    }
+    assert json.loads(ClearAudio("s").to_json()) == {"event": "clearAudio", "streamId": "s"}
+    assert json.loads(SendDtmf("12#").to_json()) == {"event": "sendDTMF", "dtmf": "12#"}
+
+
+def test_outbound_events_parse_back() -> None:
+    for event in (PlayAudio(L16_16K, b"\x01\x02"), Checkpoint("s", "n"), ClearAudio("s")):
+        assert parse(event.to_json()) == event
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("not json", "not JSON"),
+        ("[1,2]", "JSON list"),
+        ('{"no":"event"}', "event: missing"),
+        ('{"event":"start"}', "start: missing"),
+        ('{"event":"start","start":{"callId":"c","streamId":"s"}}', "start.mediaFormat: missing"),
+        (
+            '{"event":"start","start":{"callId":"c","streamId":"s",'
+            '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":44100}}}',
+            "unsupported media format",
+        ),
+        ('{"event":"media","media":{"payload":"%%%"}}', "media.payload: not valid base64"),
+        ('{"event":"media","media":{"payload":5}}', "media.payload: expected a string, got int"),
+        ('{"event":"media","media":{"payload":"AA==","chunk":"x"}}', "media.chunk"),
+        ('{"event":"dtmf","dtmf":{}}', "dtmf.digit: missing"),
+        ('{"event":"playedStream"}', "name: missing"),
+    ],
+)
+def test_malformed_messages_name_the_field(text: str, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        parse(text)
+    assert fragment in str(info.value)
+
+
+def test_oversized_message_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="64 KB"):
+        parse(" " * (MAX_MESSAGE_BYTES + 1))
+
+
+def test_deeply_nested_json_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        parse("[" * 50_000 + "]" * 50_000)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+_event_names = st.sampled_from(
+    [
+        "start",
+        "media",
+        "dtmf",
+        "playedStream",
+        "played",
+        "clearedAudio",
+        "stop",
+        "playAudio",
+        "checkpoint",
+        "clearAudio",
+        "sendDTMF",
+        "other",
+    ]
+)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=_event_names,
+    body=st.dictionaries(
+        st.sampled_from(
+            [
+                "start",
+                "media",
+                "dtmf",
+                "name",
+                "streamId",
+                "sequenceNumber",
+                "extra_headers",
+                "mediaFormat",
+                "payload",
+                "x",
+            ]
+        ),
+        _json,
+        max_size=4,
+    ),
+)
+def test_any_event_shaped_input_gives_an_event_or_protocol_error(name: str, body: dict) -> None:  # type: ignore[type-arg]
+    body["event"] = name
+    with contextlib.suppress(ProtocolError):
+        parse(json.dumps(body))
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200) | st.text(max_size=200))
+def test_any_bytes_give_an_event_or_protocol_error(data: bytes | str) -> None:
+    with contextlib.suppress(ProtocolError):
+        parse(data)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("userId=12345;sessionId=abc-xyz", {"userId": "12345", "sessionId": "abc-xyz"}),
+        ("a=1,b=2", {"a": "1", "b": "2"}),
+        (" a = hello%20world ; ;junk;=x; b=%3D", {"a": "hello world", "b": "="}),
+        ("", {}),
+        (None, {}),
+        ("k=v=w", {"k": "v=w"}),
+    ],
+)
+def test_extra_headers(text: str | None, expected: dict[str, str]) -> None:
+    assert parse_extra_headers(text) == expected
