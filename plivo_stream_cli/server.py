@@ -1,0 +1,487 @@
+"""`pstream serve`'s engine: the asyncio WebSocket server that plays the bot's side of a stream.
+
+Validates Plivo's V3 signature on the upgrade (close 1008 when it fails), runs one `StreamSession`
+per connection, records audio and a JSONL capture, plays files and echoes audio back as
+`playAudio`, and publishes every event as a feed record to listeners (the live view, `--json`,
+control-channel monitors). Plain HTTP (`/healthz`, `/answer`, `/status`) shares the port.
+
+The per-frame path is kept lean: parse once, decode once, append to the recorder, and build feed
+records for media only when someone listens to media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from plivo_stream_cli import codec
+from plivo_stream_cli.events import Event, Media, PlayAudio, ProtocolError, Start
+from plivo_stream_cli.feed import Record, event_record, note_record
+from plivo_stream_cli.formats import MediaFormat
+from plivo_stream_cli.session import SessionState, StreamSession
+from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, diagnose, validate_v3
+from plivo_stream_cli.webhooks import (
+    HttpRequest,
+    HttpResponse,
+    from_websockets_request,
+    make_connection_class,
+    to_websockets_response,
+)
+
+POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+WEBSOCKET_MAX_SIZE = 1024 * 1024  # larger than Plivo's 64 KB so oversize messages are logged, kept
+
+Listener = Callable[[Record], None]
+Route = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
+
+
+@dataclass
+class ServeConfig:
+    """What `pstream serve` was asked to do."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/stream"
+    auth_token: str | None = None
+    public_url: str | None = None  # what Plivo dials, e.g. https://abc.ngrok.app
+    record_dir: Path | None = None
+    stereo: bool = False
+    play_audio: bytes | None = None  # raw 16-bit PCM; converted per stream
+    play_rate: int = 8000
+    play_name: str = "play"
+    echo: bool = False
+    max_buffer: float = 20.0  # seconds of audio allowed in Plivo's queue
+    max_b64: int = codec.DEFAULT_MAX_B64
+    start_timeout: float = 10.0
+    extra_routes: dict[str, Route] = field(default_factory=dict)
+
+
+class LiveStream:
+    """One WebSocket connection: its session, recorder, playback and counters."""
+
+    def __init__(self, server: StreamServer, ws: ServerConnection, conn_id: str) -> None:
+        self.server = server
+        self.ws = ws
+        self.conn_id = conn_id
+        self.session = StreamSession()
+        self.connected_at = time.time()
+        self.recorder: Any = None
+        self.last_inbound = b""  # last caller frame (decoded), for the level meter
+        self.errors: list[str] = []
+        self._drain_at = 0.0  # monotonic time at which Plivo's playback queue will be empty
+        self._players: set[asyncio.Task[None]] = set()
+        self._resampler_rate: int | None = None
+
+    @property
+    def stream_id(self) -> str:
+        return self.session.stream_id or self.conn_id
+
+    @property
+    def start(self) -> Start | None:
+        return self.session.start
+
+    @property
+    def media_format(self) -> MediaFormat:
+        return self.session.media_format
+
+    @property
+    def queued_seconds(self) -> float:
+        return max(0.0, self._drain_at - time.monotonic())
+
+    # ------------------------------------------------------------ sending
+
+    async def send_event(self, text: str, event: Event) -> None:
+        """Write one outbound message, capture it, and publish it."""
+        await self.ws.send(text)
+        now = time.time()
+        if self.recorder is not None:
+            self.recorder.capture("out", text, now)
+        self.server.publish(event_record(event, t=now, stream=self.stream_id, direction="out"))
+
+    async def play(self, wire: bytes, checkpoint: str | None = None) -> None:
+        """Queue wire audio to the caller in paced chunks, then an optional checkpoint."""
+        fmt = self.media_format
+        for chunk in codec.chunk_payloads(wire, fmt, self.server.config.max_b64):
+            await self._pace(fmt.seconds(len(chunk)))
+            await self._send_audio(chunk, fmt)
+        if checkpoint:
+            await self.send_checkpoint(checkpoint)
+
+    def start_playback(self, wire: bytes, checkpoint: str | None = None) -> asyncio.Task[None]:
+        """Run `play` in the background; `clear()` cancels it."""
+        task = asyncio.get_running_loop().create_task(self._guarded_play(wire, checkpoint))
+        self._players.add(task)
+        task.add_done_callback(self._players.discard)
+        return task
+
+    async def _guarded_play(self, wire: bytes, checkpoint: str | None) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.play(wire, checkpoint)
+
+    async def _send_audio(self, chunk: bytes, fmt: MediaFormat) -> None:
+        text = self.session.play_audio(chunk)
+        await self.send_event(text, PlayAudio(fmt, chunk))
+        if self.recorder is not None:
+            self.recorder.outbound(codec.decode(chunk, fmt))
+
+    async def _pace(self, seconds: float) -> None:
+        # Plivo queues about 40-60 s; keep at most max_buffer seconds in flight.
+        now = time.monotonic()
+        excess = (self._drain_at - now) + seconds - self.server.config.max_buffer
+        if excess > 0:
+            await asyncio.sleep(excess)
+            now = time.monotonic()
+        self._drain_at = max(self._drain_at, now) + seconds
+
+    async def send_checkpoint(self, name: str) -> None:
+        from plivo_stream_cli.events import Checkpoint
+
+        await self.send_event(self.session.checkpoint(name), Checkpoint(self.stream_id, name))
+
+    async def clear(self) -> None:
+        """Stop our playback and ask Plivo to drop its queue."""
+        from plivo_stream_cli.events import ClearAudio
+
+        for task in list(self._players):
+            task.cancel()
+        self._drain_at = time.monotonic()
+        await self.send_event(self.session.clear_audio(), ClearAudio(self.stream_id))
+
+    async def stop_players(self) -> None:
+        for task in list(self._players):
+            task.cancel()
+        for task in list(self._players):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ------------------------------------------------------------ receiving
+
+    async def on_start(self, event: Start) -> None:
+        config = self.server.config
+        if config.record_dir is not None:
+            self._open_recorder(event, config.record_dir)
+        if config.play_audio is not None:
+            wire = self._convert(config.play_audio, config.play_rate)
+            self.start_playback(wire, config.play_name)
+
+    def _open_recorder(self, event: Start, directory: Path) -> None:
+        from plivo_stream_cli.recorder import CallRecorder
+
+        try:
+            self.recorder = CallRecorder(
+                directory,
+                event.call_id,
+                event.stream_id,
+                event.media_format,
+                stereo=self.server.config.stereo,
+            )
+        except Exception as exc:  # recording trouble must not stop serving
+            self.note_error(f"recording disabled: {exc}")
+
+    def _convert(self, pcm: bytes, rate: int) -> bytes:
+        fmt = self.media_format
+        if rate != fmt.sample_rate:
+            pcm = codec.resample(pcm, rate, fmt.sample_rate)
+        return codec.encode(pcm, fmt)
+
+    def note_error(self, message: str) -> None:
+        self.errors.append(message)
+        if len(self.errors) > 100:
+            del self.errors[:50]
+        record = note_record("error", t=time.time(), stream=self.stream_id, error=message)
+        self.server.publish(record)
+
+
+class StreamServer:
+    """The WebSocket + webhook server behind `pstream serve`."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.streams: dict[str, LiveStream] = {}
+        self.listeners: list[Listener] = []
+        self.media_listeners = 0  # listeners that want per-frame media records
+        self.totals = {"connections": 0, "rejected": 0, "streams": 0, "errors": 0}
+        self._server: Server | None = None
+        self._next_id = 0
+        self.port = config.port
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind and start accepting connections (`port` 0 picks a free one)."""
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            create_connection=make_connection_class(self._route),
+            max_size=WEBSOCKET_MAX_SIZE,
+            ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
+            logger=_quiet_logger(),
+        )
+        sockets = list(self._server.sockets)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Close every stream (files finalized) and stop listening."""
+        for live in list(self.streams.values()):
+            await live.stop_players()
+            with contextlib.suppress(Exception):
+                await live.ws.close(GOING_AWAY, "server shutting down")
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        for live in list(self.streams.values()):
+            self._finish(live)
+
+    async def __aenter__(self) -> StreamServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def local_url(self) -> str:
+        return f"ws://{self.config.host}:{self.port}{self.config.path}"
+
+    # ------------------------------------------------------------ feed
+
+    def subscribe(self, listener: Listener, *, media: bool = True) -> Callable[[], None]:
+        """Receive every feed record (media too unless `media=False`); returns an unsubscribe."""
+        entry = listener if media else _without_media(listener)
+        self.listeners.append(entry)
+        self.media_listeners += 1 if media else 0
+
+        def unsubscribe() -> None:
+            if entry in self.listeners:
+                self.listeners.remove(entry)
+                self.media_listeners -= 1 if media else 0
+
+        return unsubscribe
+
+    def publish(self, record: Record) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(record)
+            except Exception:  # a broken consumer must never hurt the stream
+                self.listeners.remove(listener)
+
+    # ------------------------------------------------------------ HTTP side
+
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        if urlsplit(request.path).path == self.config.path:
+            return None  # the WebSocket upgrade proceeds
+        response = await self._route(from_websockets_request(request, _remote(connection)))
+        return to_websockets_response(response or HttpResponse(404, "not found\n"))
+
+    async def _route(self, request: HttpRequest) -> HttpResponse | None:
+        if request.path == "/healthz":
+            return HttpResponse(200, "ok\n")
+        route = self.config.extra_routes.get(request.path)
+        if route is None:
+            return HttpResponse(HTTPStatus.NOT_FOUND, "not found\n")
+        return await route(request)
+
+    # ------------------------------------------------------------ signatures
+
+    def signed_url(self, target: str, host: str) -> str:
+        """The URL Plivo signed for this request: the public one when known."""
+        if self.config.public_url:
+            public = urlsplit(self.config.public_url)
+            scheme = {"wss": "https", "ws": "http"}.get(public.scheme, public.scheme)
+            return f"{scheme}://{public.netloc}{target}"
+        return f"http://{host}{target}"
+
+    def check_signature(
+        self,
+        method: str,
+        target: str,
+        headers: dict[str, str],
+        params: dict[str, list[str]] | None = None,
+    ) -> tuple[bool, str]:
+        """(accepted, why) for a request's V3 signature; always accepted when no token is set."""
+        token = self.config.auth_token
+        if not token:
+            return True, "signature check off (no auth token)"
+        signature = headers.get(SIGNATURE_HEADER.lower())
+        nonce = headers.get(NONCE_HEADER.lower())
+        if not signature or not nonce:
+            return False, f"missing {SIGNATURE_HEADER} or {NONCE_HEADER} header"
+        url = self.signed_url(target, headers.get("host", ""))
+        if validate_v3(url, nonce, signature, token, method=method, params=params):
+            return True, "signature valid"
+        host = headers.get("host", "")
+        hint = diagnose(
+            url, nonce, signature, token, method=method, params=params, alt_hosts=[host]
+        )
+        why = f"invalid signature for {url}"
+        if hint:
+            why += f"; it matches {hint} (pass --public-url with that scheme and host)"
+        return False, why
+
+    # ------------------------------------------------------------ WebSocket side
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        self.totals["connections"] += 1
+        self._next_id += 1
+        conn_id = f"conn-{self._next_id}"
+        remote = _remote(ws)
+        headers = {k.lower(): v for k, v in ws.request.headers.raw_items()} if ws.request else {}
+        target = ws.request.path if ws.request else self.config.path
+        ok, why = self.check_signature("GET", target, headers)
+        if not ok:
+            self.totals["rejected"] += 1
+            self.publish(note_record("rejected", t=time.time(), remote=remote, reason=why))
+            await ws.close(POLICY_VIOLATION, "invalid signature")
+            return
+        live = LiveStream(self, ws, conn_id)
+        self.streams[conn_id] = live
+        self.publish(
+            note_record("connected", t=time.time(), stream=conn_id, remote=remote, auth=why)
+        )
+        timer = asyncio.get_running_loop().call_later(
+            self.config.start_timeout, self._start_expired, live
+        )
+        try:
+            await self._receive_loop(live)
+        finally:
+            timer.cancel()
+            await live.stop_players()
+            self._finish(live)
+
+    def _start_expired(self, live: LiveStream) -> None:
+        if live.session.state is SessionState.AWAITING_START:
+            live.note_error(f"no start event within {self.config.start_timeout:g} s: closing")
+            asyncio.get_running_loop().create_task(
+                live.ws.close(POLICY_VIOLATION, "no start event")
+            )
+
+    async def _receive_loop(self, live: LiveStream) -> None:
+        session = live.session
+        try:
+            async for message in live.ws:
+                if isinstance(message, bytes):
+                    self.totals["errors"] += 1
+                    session.stats.errors += 1
+                    live.note_error(f"binary frame of {len(message)} bytes ignored")
+                    continue
+                now = time.time()
+                if live.recorder is not None:
+                    live.recorder.capture("in", message, now)
+                try:
+                    event = session.receive(message)
+                except ProtocolError as exc:
+                    self.totals["errors"] += 1
+                    live.note_error(str(exc))
+                    continue
+                if isinstance(event, Media):
+                    self._on_media(live, event, now)
+                else:
+                    await self._on_event(live, event, now)
+        except ConnectionClosed:
+            pass
+
+    def _on_media(self, live: LiveStream, event: Media, now: float) -> None:
+        fmt = live.session.media_format
+        try:
+            pcm = codec.decode(event.payload, fmt)
+        except codec.CodecError as exc:
+            live.note_error(str(exc))
+            return
+        if event.track == "inbound" or event.track == "":
+            live.last_inbound = pcm
+        if live.recorder is not None:
+            live.recorder.inbound(pcm, event.track)
+        if self.config.echo and event.track != "outbound":
+            live.start_playback(event.payload)
+        if self.media_listeners:
+            self.publish(event_record(event, t=now, stream=live.stream_id))
+
+    async def _on_event(self, live: LiveStream, event: Event, now: float) -> None:
+        if isinstance(event, Start):
+            old_id = live.conn_id
+            self.streams.pop(old_id, None)
+            self.streams[event.stream_id] = live
+            self.totals["streams"] += 1
+            self.publish(event_record(event, t=now, stream=event.stream_id))
+            await live.on_start(event)
+            return
+        self.publish(event_record(event, t=now, stream=live.stream_id))
+        for note in _drain(live.session.notes):
+            live.note_error(note)
+
+    def _finish(self, live: LiveStream) -> None:
+        if self.streams.get(live.stream_id) is live:
+            del self.streams[live.stream_id]
+        elif self.streams.get(live.conn_id) is live:
+            del self.streams[live.conn_id]
+        else:
+            return
+        live.session.close()
+        files = []
+        if live.recorder is not None:
+            with contextlib.suppress(Exception):
+                files = [
+                    {"path": str(f.path), "seconds": round(f.duration, 3)}
+                    for f in live.recorder.close()
+                ]
+        stats = live.session.stats
+        self.publish(
+            note_record(
+                "closed",
+                t=time.time(),
+                stream=live.stream_id,
+                media=stats.media_packets,
+                errors=stats.errors,
+                gaps=live.session.sequence.gaps,
+                dtmf="".join(stats.dtmf),
+                files=files,
+            )
+        )
+
+
+def _drain(notes: Any) -> list[str]:
+    out = list(notes)
+    notes.clear()
+    return out
+
+
+def _without_media(listener: Listener) -> Listener:
+    def filtered(record: Record) -> None:
+        if record.get("event") != "media" or record.get("dir") != "in":
+            listener(record)
+
+    return filtered
+
+
+def _remote(connection: ServerConnection) -> str:
+    address = connection.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address or "")
+
+
+def _quiet_logger() -> Any:
+    import logging
+
+    logger = logging.getLogger("pstream.websockets")
+    logger.setLevel(logging.CRITICAL)
+    logger.propagate = False
+    return logger

@@ -1,0 +1,173 @@
+"""Plain HTTP on the stream server's own port: `/healthz`, the Answer URL and status callbacks.
+
+Plivo needs the Answer URL and the stream on one public host (one tunnel), so HTTP shares the
+WebSocket port. websockets only parses GET requests without a body, so `WebhookConnection` looks at
+the first request of each connection: GET goes to websockets as usual (plain GETs reach the router
+through `process_request`), anything else (Plivo POSTs form-encoded webhooks) is read and answered
+here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 256 * 1024
+
+
+@dataclass
+class HttpRequest:
+    """One plain HTTP request, whichever path it came in by."""
+
+    method: str
+    target: str  # path with query, as sent
+    headers: dict[str, str]  # keys lower-cased
+    body: bytes = b""
+    remote: str = ""
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.target).path
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+
+    @property
+    def form(self) -> dict[str, list[str]]:
+        """Form fields of a urlencoded POST body (empty otherwise)."""
+        ctype = self.headers.get("content-type", "")
+        if self.body and "application/x-www-form-urlencoded" in ctype:
+            return parse_qs(self.body.decode("utf-8", "replace"), keep_blank_values=True)
+        return {}
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+Router = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
+
+
+def to_websockets_response(response: HttpResponse) -> Response:
+    """An `HttpResponse` as websockets' `Response` (for GETs answered in process_request)."""
+    body = response.body.encode()
+    headers = Headers()
+    headers["Content-Type"] = response.content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Connection"] = "close"
+    for key, value in response.headers.items():
+        headers[key] = value
+    status = HTTPStatus(response.status)
+    return Response(status.value, status.phrase, headers, body)
+
+
+def from_websockets_request(request: Request, remote: str) -> HttpRequest:
+    headers = {k.lower(): v for k, v in request.headers.raw_items()}
+    method = getattr(request, "method", "GET")  # websockets < 14 has no Request.method
+    return HttpRequest(method, request.path, headers, b"", remote)
+
+
+def serialize(response: HttpResponse) -> bytes:
+    body = response.body.encode()
+    status = HTTPStatus(response.status)
+    lines = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{k}: {v}" for k, v in response.headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def make_connection_class(router: Router) -> type[ServerConnection]:
+    """A websockets `ServerConnection` that answers non-GET requests with `router`."""
+
+    class WebhookConnection(ServerConnection):
+        _sniffing = True
+        _buffer = b""
+        _head: tuple[str, str, dict[str, str]] | None = None
+
+        def data_received(self, data: bytes) -> None:
+            if not self._sniffing:
+                super().data_received(data)
+                return
+            self._buffer += data
+            if self._head is None:
+                end = self._buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._buffer) > MAX_HEAD_BYTES:
+                        self._reply(HttpResponse(431, "request head too large\n"))
+                    return
+                method = self._buffer.split(b" ", 1)[0]
+                if method == b"GET":
+                    self._sniffing = False
+                    buffered, self._buffer = self._buffer, b""
+                    super().data_received(buffered)
+                    return
+                self._head = _parse_head(self._buffer[:end])
+                self._buffer = self._buffer[end + 4 :]
+            self._maybe_dispatch()
+
+        def _maybe_dispatch(self) -> None:
+            assert self._head is not None
+            method, target, headers = self._head
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                length = -1
+            if length < 0 or length > MAX_BODY_BYTES:
+                self._reply(HttpResponse(413, "bad or too large Content-Length\n"))
+                return
+            if len(self._buffer) < length:
+                return
+            body, self._buffer = self._buffer[:length], b""
+            self._sniffing = False
+            self._head = None
+            peer = self.transport.get_extra_info("peername")
+            remote = f"{peer[0]}:{peer[1]}" if peer else ""
+            request = HttpRequest(method, target, headers, body, remote)
+            task = self.loop.create_task(self._answer(request))
+            self.server.handler_tasks.add(task)
+            task.add_done_callback(self.server.handler_tasks.discard)
+
+        async def _answer(self, request: HttpRequest) -> None:
+            try:
+                response = await router(request)
+            except Exception as exc:  # a bug in a route must not kill the server
+                response = HttpResponse(500, f"internal error: {type(exc).__name__}\n")
+            self._reply(response or HttpResponse(404, "not found\n"))
+
+        def _reply(self, response: HttpResponse) -> None:
+            self._sniffing = False
+            with contextlib.suppress(Exception):
+                self.transport.write(serialize(response))
+                self.transport.close()
+
+    return WebhookConnection
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    method = parts[0] if parts else ""
+    target = parts[1] if len(parts) > 1 else "/"
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip().lower()] = value.strip()
+    return method, target, headers
