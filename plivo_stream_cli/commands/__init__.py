@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from plivo_stream_cli.commands import xml_cmd
+from plivo_stream_cli.commands import signature_cmd, xml_cmd
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (xml_cmd,)
+COMMAND_MODULES: tuple[ModuleType, ...] = (xml_cmd, signature_cmd)
