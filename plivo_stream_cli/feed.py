@@ -68,3 +68,38 @@ def note_record(kind: str, *, t: float, stream: str = "", **fields: Any) -> Reco
     record: Record = {"t": round(t, 3), "stream": stream, "dir": "-", "event": kind}
     record.update(fields)
     return record
+
+
+def describe(record: Record) -> str:
+    """One human line for a record (the event log and the plain, non-terminal output)."""
+    kind = record.get("event", "?")
+    stream = str(record.get("stream", ""))[:8]
+    arrow = {"in": "<-", "out": "->"}.get(str(record.get("dir")), "  ")
+    detail = _DESCRIBERS.get(kind, _describe_other)(record)
+    return f"{stream:8} {arrow} {kind:<13} {detail}".rstrip()
+
+
+def _describe_other(record: Record) -> str:
+    skip = {"t", "stream", "dir", "event", "seq"}
+    return " ".join(f"{k}={v}" for k, v in record.items() if k not in skip)
+
+
+_DESCRIBERS: dict[str, Any] = {
+    "start": lambda r: (
+        f"call={r.get('call')} {r.get('contentType')} tracks={','.join(r.get('tracks', []))}"
+        + (f" headers={r.get('extraHeaders')}" if r.get("extraHeaders") else "")
+    ),
+    "media": lambda r: f"{r.get('track')} chunk={r.get('chunk')} {r.get('bytes')} B",
+    "dtmf": lambda r: f"digit {r.get('digit')}",
+    "playAudio": lambda r: f"{r.get('bytes')} B {r.get('contentType')}",
+    "checkpoint": lambda r: f"name={r.get('name')}",
+    "playedStream": lambda r: f"name={r.get('name')} confirmed",
+    "connected": lambda r: f"from {r.get('remote')} ({r.get('auth')})",
+    "rejected": lambda r: f"from {r.get('remote')}: {r.get('reason')} -> closed 1008",
+    "error": lambda r: str(r.get("error")),
+    "closed": lambda r: (
+        f"media={r.get('media')} errors={r.get('errors')} gaps={r.get('gaps')}"
+        + (f" dtmf={r.get('dtmf')}" if r.get("dtmf") else "")
+        + "".join(f"\n    recorded {f['path']} ({f['seconds']:.2f} s)" for f in r.get("files", []))
+    ),
+}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -79,7 +80,8 @@ class LiveStream:
         self.connected_at = time.time()
         self.recorder: Any = None
         self.last_inbound = b""  # last caller frame (decoded), for the level meter
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=50)
+        self.error_count = 0
         self._drain_at = 0.0  # monotonic time at which Plivo's playback queue will be empty
         self._players: set[asyncio.Task[None]] = set()
         self._resampler_rate: int | None = None
@@ -157,6 +159,8 @@ class LiveStream:
         for task in list(self._players):
             task.cancel()
         self._drain_at = time.monotonic()
+        if self.recorder is not None:
+            self.recorder.clear_outbound()
         await self.send_event(self.session.clear_audio(), ClearAudio(self.stream_id))
 
     async def stop_players(self) -> None:
@@ -196,10 +200,38 @@ class LiveStream:
             pcm = codec.resample(pcm, rate, fmt.sample_rate)
         return codec.encode(pcm, fmt)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Plain counters for the live view and `pstream streams` (cheap; not per frame)."""
+        session, stats = self.session, self.session.stats
+        start = session.start
+        return {
+            "stream": self.stream_id,
+            "call": start.call_id if start else "",
+            "account": start.account_id if start else "",
+            "format": start.media_format.content_type if start else "",
+            "tracks": list(start.tracks) if start else [],
+            "headers": start.headers if start else {},
+            "state": session.state.value,
+            "elapsed": round(time.time() - self.connected_at, 3),
+            "media": stats.media_packets,
+            "bytes": sum(stats.media_bytes.values()),
+            "gaps": session.sequence.gaps,
+            "duplicates": session.sequence.duplicates,
+            "reorders": session.sequence.reorders,
+            "level": round(codec.level_dbfs(self.last_inbound), 1),
+            "dtmf": "".join(stats.dtmf),
+            "checkpoints_sent": stats.checkpoints_sent,
+            "checkpoints_confirmed": stats.checkpoints_confirmed,
+            "pending_checkpoints": list(session.pending_checkpoints),
+            "queued": round(self.queued_seconds, 2),
+            "play_bytes": stats.play_bytes,
+            "errors": self.error_count,
+            "recording": [str(p) for p in self.recorder.paths] if self.recorder else [],
+        }
+
     def note_error(self, message: str) -> None:
         self.errors.append(message)
-        if len(self.errors) > 100:
-            del self.errors[:50]
+        self.error_count += 1
         record = note_record("error", t=time.time(), stream=self.stream_id, error=message)
         self.server.publish(record)
 
@@ -247,6 +279,9 @@ class StreamServer:
                 await asyncio.wait_for(self._server.wait_closed(), 5)
         for live in list(self.streams.values()):
             self._finish(live)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [live.snapshot() for live in list(self.streams.values())]
 
     async def __aenter__(self) -> StreamServer:
         await self.start()
@@ -485,3 +520,20 @@ def _quiet_logger() -> Any:
     logger.setLevel(logging.CRITICAL)
     logger.propagate = False
     return logger
+
+
+def prepare_record_dir(path: Path) -> Path:
+    """Create the recording directory and prove it is writable, or fail before serving."""
+    import tempfile
+
+    from plivo_stream_cli.errors import UsageError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot record into {path}: {exc.strerror or exc}; choose a writable --record DIR"
+        ) from None
+    return path.resolve()

@@ -393,3 +393,21 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def parse_dtmf_schedule(text: str) -> list[tuple[str, float]]:
+    """`'5@1.5,#@3'` -> [('5', 1.5), ('#', 3.0)]; a digit without `@` is pressed at 0 s."""
+    schedule = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        digit, _, at = item.partition("@")
+        digit = digit.strip().upper()
+        if len(digit) != 1 or digit not in "0123456789*#ABCD":
+            raise UsageError(f"--dtmf: {item!r}: the digit must be one of 0-9 * # A-D")
+        try:
+            seconds = float(at) if at else 0.0
+        except ValueError:
+            raise UsageError(f"--dtmf: {item!r}: '@' must be followed by seconds") from None
+        if seconds < 0:
+            raise UsageError(f"--dtmf: {item!r}: seconds must not be negative")
+        schedule.append((digit, seconds))
+    return schedule

@@ -8,6 +8,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from plivo_stream_cli.commands import signature_cmd, xml_cmd
+from plivo_stream_cli.commands import (
+    rest_cmd,
+    serve_cmd,
+    signature_cmd,
+    simulate_cmd,
+    xml_cmd,
+)
 
-COMMAND_MODULES: tuple[ModuleType, ...] = (xml_cmd, signature_cmd)
+COMMAND_MODULES: tuple[ModuleType, ...] = (
+    xml_cmd,
+    signature_cmd,
+    rest_cmd,
+    serve_cmd,
+    simulate_cmd,
+)
