@@ -1,0 +1,490 @@
+"""Recording streams: crash-safe WAV files per track, a stereo call WAV, and a JSONL capture.
+
+I/O, kept off the hot path: audio is batched and written at most every half second of audio (or
+second of wall time), and each write is followed by rewriting the WAV header's sizes, so a file
+is always a valid WAV; a crash or SIGKILL loses at most the audio not yet written. Write errors
+(a full disk) stop that one file with a warning instead of raising into the server loop.
+
+Names built from `callId`/`streamId` come from the network: `safe_name` reduces them to
+`[A-Za-z0-9_-]`, and files are created exclusively, so a recording can neither leave its
+directory nor replace an existing file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from plivo_stream_cli import codec
+from plivo_stream_cli.errors import UsageError
+from plivo_stream_cli.formats import MediaFormat
+
+__all__ = [
+    "CallRecorder",
+    "CaptureError",
+    "CaptureLine",
+    "RecordedFile",
+    "WavRecorder",
+    "read_capture",
+    "safe_name",
+]
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")  # the canonical 44-byte PCM WAV header
+_MAX_DATA = 0xFFFFFFFF - _HEADER.size  # RIFF sizes are 32-bit
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL"} | {f"{dev}{n}" for dev in ("COM", "LPT") for n in range(1, 10)}
+)
+_pwrite = getattr(os, "pwrite", None)
+
+
+def safe_name(value: str, *, max_len: int = 64) -> str:
+    """A file-name stem made from an untrusted id: only `[A-Za-z0-9_-]`, never empty or hidden.
+
+    Long values are cut and given a hash of the original so distinct ids stay distinct.
+    """
+    name = _UNSAFE.sub("_", value).strip("_-")
+    if len(name) > max_len:
+        digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        name = f"{name[: max_len - 9]}-{digest}"
+    if not name:
+        return "unknown"
+    return f"_{name}" if name.upper() in _RESERVED else name
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """One file a recording produced: its path, the audio (or capture) duration, any problem."""
+
+    path: Path
+    duration: float
+    kind: str  # inbound | outbound | call | capture
+    warning: str | None = None
+
+
+class WavRecorder:
+    """A 16-bit PCM WAV file written as audio arrives, valid at every moment.
+
+    Audio is buffered until half a second of it (`flush_seconds`) or a second of wall time
+    (`max_delay`) has gathered, then written with the header's sizes updated. An `OSError`
+    while writing stops the file: `.warning` says why and later writes are ignored.
+    Opening raises `OSError` (`FileExistsError` with `exclusive=True` if the file exists).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: int,
+        *,
+        channels: int = 1,
+        exclusive: bool = False,
+        flush_seconds: float = 0.5,
+        max_delay: float = 1.0,
+    ) -> None:
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.warning: str | None = None
+        self._block = 2 * channels
+        self._threshold = max(1, int(flush_seconds * sample_rate)) * self._block
+        self._max_delay = max_delay
+        self._pending = bytearray()
+        self._data_bytes = 0  # audio bytes on disk and counted in the header
+        self._frames = 0
+        self._closed = False
+        mode = "xb" if exclusive else "wb"
+        self._file: IO[bytes] | None = open(self.path, mode, buffering=0)  # noqa: SIM115
+        try:
+            self._write_all(self._header())
+        except OSError:
+            self._file.close()
+            raise
+        self._last_sync = time.monotonic()
+
+    @property
+    def frames_written(self) -> int:
+        """Frames accepted so far (all of them on disk once the file is flushed or closed)."""
+        return self._frames
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio accepted so far."""
+        return self._frames / self.sample_rate
+
+    def write(self, pcm: bytes) -> None:
+        """Append 16-bit PCM frames (interleaved if stereo); cheap, writes happen in batches."""
+        if self._file is None:
+            if self._closed:
+                raise ValueError(f"{self.path}: write after close")
+            return  # stopped after a write error; the warning says so
+        if len(pcm) % self._block:
+            raise codec.CodecError(
+                f"{self.path}: {len(pcm)} bytes is not a whole number of {self._block}-byte frames"
+            )
+        self._pending += pcm
+        self._frames += len(pcm) // self._block
+        if (
+            len(self._pending) >= self._threshold
+            or time.monotonic() - self._last_sync >= self._max_delay
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write buffered audio and the updated header now."""
+        self._last_sync = time.monotonic()
+        if self._file is None or not self._pending:
+            return
+        if self._data_bytes + len(self._pending) > _MAX_DATA:
+            self._stop("the WAV format's 4 GB limit was reached")
+            return
+        # Take the buffer: after a failed write it may still be exported to a traceback.
+        pending, self._pending = self._pending, bytearray()
+        try:
+            self._write_all(pending)
+            self._data_bytes += len(pending)
+            self._write_header()
+        except OSError as exc:
+            self._stop(exc.strerror or str(exc))
+
+    def close(self) -> None:
+        """Write what is buffered, finish the header and close the file (idempotent)."""
+        if self._file is not None:
+            self.flush()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._closed = True
+
+    def __enter__(self) -> WavRecorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _header(self) -> bytes:
+        rate, block = self.sample_rate, self._block
+        return _HEADER.pack(
+            b"RIFF", 36 + self._data_bytes, b"WAVE", b"fmt ", 16, 1, self.channels,
+            rate, rate * block, block, 16, b"data", self._data_bytes,
+        )  # fmt: skip
+
+    def _write_header(self) -> None:
+        assert self._file is not None
+        if _pwrite is not None:  # one syscall, and the append position is untouched
+            _pwrite(self._file.fileno(), self._header(), 0)
+            return
+        self._file.seek(0)
+        self._file.write(self._header())
+        self._file.seek(0, os.SEEK_END)
+
+    def _write_all(self, data: bytes | bytearray) -> None:
+        assert self._file is not None
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            if not written:
+                raise OSError(28, "no space left on device")
+            view = view[written:]
+
+    def _stop(self, reason: str) -> None:
+        """Give up on this file after a write error, keeping the header of what is on disk."""
+        self.warning = f"{self.path}: recording stopped: {reason}"
+        log.warning("%s", self.warning)
+        self._frames = self._data_bytes // self._block
+        self._pending.clear()
+        if self._file is not None:
+            # If this fails too, the header on disk still describes an earlier, complete state.
+            with contextlib.suppress(OSError):
+                self._write_header()
+            self._file.close()
+            self._file = None
+
+
+class CallRecorder:
+    """Everything recorded for one stream: `<name>.inbound.wav`, `<name>.outbound.wav`,
+    optionally `<name>.call.wav` (stereo: caller left, played audio right) and `<name>.jsonl`.
+
+    `<name>` is `safe_name(call_id)_safe_name(stream_id)`, with `-1`, `-2`... added if any of
+    those files exists. Audio is 16-bit PCM at the stream's rate (`decode` output).
+    The call timeline is the caller's audio: played audio starts when it is sent, or when the
+    audio queued before it ends, as Plivo plays it; silence fills the gaps. `outbound.wav` holds
+    all audio sent for playback back to back, including any later cut short by `clear_outbound`.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        call_id: str,
+        stream_id: str,
+        fmt: MediaFormat,
+        *,
+        stereo: bool = False,
+        capture: bool = True,
+    ) -> None:
+        self.directory = Path(directory)
+        self.fmt = fmt
+        self.stereo = stereo
+        self._kinds = ("inbound", "outbound") + (("call",) if stereo else ())
+        self._wavs: dict[str, WavRecorder] = {}
+        self._capture: IO[str] | None = None
+        self._capture_path: Path | None = None
+        self._capture_warning: str | None = None
+        self._first_t: float | None = None
+        self._last_t: float | None = None
+        self._left = bytearray()  # caller audio not yet in call.wav
+        self._right = bytearray()  # played audio from the same position on
+        self._in_pos = 0  # samples of caller audio so far: the call's clock
+        self._out_end = 0  # sample position where the queued played audio ends
+        self._result: list[RecordedFile] | None = None
+        self._create_files(f"{safe_name(call_id)}_{safe_name(stream_id)}", capture)
+
+    @property
+    def paths(self) -> list[Path]:
+        """Every file this recorder writes."""
+        paths = [w.path for w in self._wavs.values()]
+        return paths + ([self._capture_path] if self._capture_path else [])
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems met so far (e.g. a file stopped because the disk is full)."""
+        found = [w.warning for w in self._wavs.values() if w.warning]
+        return found + ([self._capture_warning] if self._capture_warning else [])
+
+    @property
+    def warning(self) -> str | None:
+        """The first problem met, if any."""
+        found = self.warnings
+        return found[0] if found else None
+
+    def inbound(self, pcm: bytes, track: str = "inbound") -> None:
+        """Audio from a `media` event; an `outbound` track (audioTrack=both) is played audio."""
+        if track == "outbound":
+            self.outbound(pcm)
+            return
+        self._wavs["inbound"].write(pcm)
+        if self.stereo:
+            self._left += pcm
+            self._in_pos += len(pcm) // 2
+            self._emit_call()
+
+    def outbound(self, pcm: bytes) -> None:
+        """Audio sent to be played to the caller (a playAudio payload, decoded)."""
+        self._wavs["outbound"].write(pcm)
+        if self.stereo:
+            start = max(self._out_end, self._in_pos)
+            gap = start - self._in_pos - len(self._right) // 2
+            if gap > 0:
+                self._right += bytes(2 * gap)
+            self._right += pcm
+            self._out_end = start + len(pcm) // 2
+
+    def clear_outbound(self) -> None:
+        """A clearAudio was sent: played audio queued beyond this moment is dropped."""
+        self._right.clear()
+        self._out_end = self._in_pos
+
+    def capture(
+        self, direction: str, raw: str | bytes | dict[str, Any], t: float | None = None
+    ) -> None:
+        """Append one event to the JSONL capture: `direction` is "in" (received) or "out" (sent).
+
+        `raw` is the frame's text, a parsed message, or a binary frame; `t` defaults to now.
+        """
+        if direction not in ("in", "out"):
+            raise ValueError(f"capture direction must be 'in' or 'out', got {direction!r}")
+        if self._capture is None:
+            return
+        t = time.time() if t is None else t
+        try:
+            self._capture.write(_capture_line(t, direction, raw))
+        except OSError as exc:
+            self._stop_capture(exc.strerror or str(exc))
+            return
+        if self._first_t is None:
+            self._first_t = t
+        self._last_t = t
+
+    def close(self) -> list[RecordedFile]:
+        """Finish every file (idempotent); returns what was recorded."""
+        if self._result is not None:
+            return self._result
+        result = []
+        for kind, wav in self._wavs.items():
+            wav.close()
+            result.append(RecordedFile(wav.path, wav.duration, kind, wav.warning))
+        if self._capture_path is not None:
+            if self._capture is not None:
+                try:
+                    self._capture.close()
+                except OSError as exc:
+                    self._stop_capture(exc.strerror or str(exc))
+            span = (self._last_t or 0.0) - (self._first_t or 0.0)
+            result.append(RecordedFile(self._capture_path, span, "capture", self._capture_warning))
+        self._capture = None
+        self._result = result
+        return result
+
+    def __enter__(self) -> CallRecorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _emit_call(self) -> None:
+        """Write the caller audio gathered so far to call.wav beside the played audio."""
+        n = len(self._left)
+        right = bytes(self._right[:n])
+        del self._right[:n]
+        if len(right) < n:
+            right += bytes(n - len(right))
+        left = bytes(self._left)
+        self._left.clear()
+        self._wavs["call"].write(codec.interleave(left, right))
+
+    def _create_files(self, stem: str, capture: bool) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._unwritable(exc) from None
+        for attempt in range(1000):
+            name = stem if attempt == 0 else f"{stem}-{attempt}"
+            try:
+                self._open_set(name, capture)
+                return
+            except FileExistsError:
+                self._discard()
+            except OSError as exc:
+                self._discard()
+                raise self._unwritable(exc) from None
+        raise UsageError(f"cannot record to {self.directory}: too many recordings named {stem}")
+
+    def _open_set(self, name: str, capture: bool) -> None:
+        for kind in self._kinds:
+            path = self._inside(f"{name}.{kind}.wav")
+            channels = 2 if kind == "call" else 1
+            self._wavs[kind] = WavRecorder(
+                path, self.fmt.sample_rate, channels=channels, exclusive=True
+            )
+        if capture:
+            path = self._inside(f"{name}.jsonl")
+            # Line buffering writes each event as it is captured; backslashreplace keeps a
+            # lone surrogate as a valid JSON escape instead of failing the write.
+            self._capture = open(  # noqa: SIM115
+                path, "x", encoding="utf-8", errors="backslashreplace", buffering=1, newline="\n"
+            )
+            self._capture_path = path
+
+    def _inside(self, filename: str) -> Path:
+        path = self.directory / filename
+        if path.parent != self.directory or "/" in filename or "\\" in filename:
+            raise UsageError(f"refusing to record outside {self.directory}: {filename!r}")
+        return path
+
+    def _discard(self) -> None:
+        """Remove the files of a half-created set (they are ours: created exclusively)."""
+        for wav in self._wavs.values():
+            wav.close()
+            wav.path.unlink(missing_ok=True)
+        self._wavs.clear()
+        if self._capture is not None and self._capture_path is not None:
+            self._capture.close()
+            self._capture_path.unlink(missing_ok=True)
+        self._capture, self._capture_path = None, None
+
+    def _unwritable(self, exc: OSError) -> UsageError:
+        reason = exc.strerror or str(exc)
+        return UsageError(f"cannot record to {self.directory}: {reason}")
+
+    def _stop_capture(self, reason: str) -> None:
+        self._capture_warning = f"{self._capture_path}: capture stopped: {reason}"
+        log.warning("%s", self._capture_warning)
+        if self._capture is not None:
+            with contextlib.suppress(OSError):  # the lines written before the error are intact
+                self._capture.close()
+            self._capture = None
+
+
+def _capture_line(t: float, direction: str, raw: str | bytes | dict[str, Any]) -> str:
+    head = f'{{"t":{t:.6f},"dir":"{direction}",'
+    if isinstance(raw, dict):
+        return f'{head}"msg":{json.dumps(raw, separators=(",", ":"), ensure_ascii=False)}}}\n'
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return f'{head}"binary":"{base64.b64encode(raw).decode("ascii")}"}}\n'
+    try:
+        json.loads(raw)
+    except ValueError:
+        return f'{head}"text":{json.dumps(raw, ensure_ascii=False)}}}\n'
+    if "\n" in raw or "\r" in raw:  # valid JSON spread over lines: re-serialize on one line
+        raw = json.dumps(json.loads(raw), separators=(",", ":"), ensure_ascii=False)
+    return f'{head}"msg":{raw.strip()}}}\n'
+
+
+class CaptureError(UsageError):
+    """A capture file that cannot be read or is not a pstream JSONL capture."""
+
+
+@dataclass(frozen=True)
+class CaptureLine:
+    """One captured event: receive/send time, direction, and the message as it travelled.
+
+    `msg` is the parsed JSON message; a frame that was not JSON is kept in `text` (and `msg` is
+    None), a binary frame in `data`.
+    """
+
+    t: float
+    direction: str  # "in" (received by the recorder's side) | "out" (sent)
+    msg: Any
+    line: int
+    text: str | None = None
+    data: bytes | None = None
+
+
+def read_capture(path: str | Path) -> Iterator[CaptureLine]:
+    """Read a JSONL capture line by line; a torn last line (from a crash) is skipped."""
+    path = Path(path)
+    try:
+        handle = path.open(encoding="utf-8", errors="surrogateescape", newline="\n")
+    except OSError as exc:
+        raise CaptureError(f"{path}: cannot read capture: {exc.strerror or exc}") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield _parse_capture_line(line, number)
+            except (ValueError, KeyError, TypeError, binascii.Error):
+                if not line.endswith("\n"):
+                    return  # the writer died mid-line
+                raise CaptureError(f"{path}:{number}: not a pstream capture line") from None
+
+
+def _parse_capture_line(line: str, number: int) -> CaptureLine:
+    obj = json.loads(line)
+    direction = obj["dir"]
+    if direction not in ("in", "out"):
+        raise ValueError(direction)
+    data = base64.b64decode(obj["binary"], validate=True) if "binary" in obj else None
+    if "msg" not in obj and "text" not in obj and data is None:
+        raise KeyError("msg")
+    return CaptureLine(
+        t=float(obj["t"]),
+        direction=direction,
+        msg=obj.get("msg"),
+        line=number,
+        text=obj.get("text"),
+        data=data,
+    )
