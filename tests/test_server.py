@@ -1,0 +1,297 @@
+"""End-to-end tests of the stream server over real sockets, driven by the simulator engine."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.request
+import wave
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from plivo_stream_cli import codec, synth
+from plivo_stream_cli.events import Media, Start
+from plivo_stream_cli.formats import L16_8K, L16_16K, MULAW_8K, MediaFormat
+from plivo_stream_cli.server import ServeConfig, StreamServer
+from plivo_stream_cli.signature import sign_headers
+from plivo_stream_cli.simulator import SimulateConfig, run_call
+from tests.conftest import run
+
+TOKEN = "test-auth-token"
+
+
+def caller(fmt: MediaFormat, seconds: float = 0.6) -> bytes:
+    return codec.encode(synth.tone(440, seconds, fmt.sample_rate), fmt)
+
+
+def wav_frames(path: Path) -> bytes:
+    with wave.open(str(path), "rb") as wav:
+        return wav.readframes(wav.getnframes())
+
+
+def recorded(directory: Path, kind: str) -> Path:
+    (path,) = directory.glob(f"*.{kind}.wav")
+    return path
+
+
+@pytest.mark.parametrize("fmt", [MULAW_8K, L16_8K, L16_16K], ids=lambda f: f.content_type)
+def test_signed_call_is_recorded_exactly(tmp_path: Path, fmt: MediaFormat) -> None:
+    audio = caller(fmt)
+
+    async def scenario() -> None:
+        config = ServeConfig(port=0, auth_token=TOKEN, record_dir=tmp_path)
+        async with StreamServer(config) as server:
+            report = await run_call(
+                SimulateConfig(
+                    url=server.local_url,
+                    audio=audio,
+                    media_format=fmt,
+                    auth_token=TOKEN,
+                    speed=20,
+                    linger=0.1,
+                )
+            )
+            assert report.close_code == 1000 and not report.rejected
+            assert report.frames_sent == len(codec.frames(audio, fmt))
+
+    run(scenario())
+    got = wav_frames(recorded(tmp_path, "inbound"))
+    padded = b"".join(codec.frames(audio, fmt))
+    assert got == codec.decode(padded, fmt)
+
+
+@pytest.mark.parametrize("headers", ["wrong-token", "missing"])
+def test_bad_signature_is_closed_with_1008_within_a_second(headers: str) -> None:
+    async def scenario() -> None:
+        records: list[dict[str, object]] = []
+        async with StreamServer(ServeConfig(port=0, auth_token=TOKEN)) as server:
+            server.subscribe(records.append)
+            extra = sign_headers(server.local_url, "wrong") if headers == "wrong-token" else {}
+            began = time.monotonic()
+            async with connect(server.local_url, additional_headers=extra) as ws:
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 1.0)
+            assert time.monotonic() - began < 1.0
+            assert ws.close_code == 1008
+            assert server.totals["rejected"] == 1 and not server.streams
+        (rejected,) = [r for r in records if r["event"] == "rejected"]
+        expected = "invalid signature" if headers == "wrong-token" else "missing"
+        assert expected in str(rejected["reason"])
+
+    run(scenario())
+
+
+def test_signature_checked_against_public_url_with_a_hint(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        records: list[dict[str, object]] = []
+        config = ServeConfig(port=0, auth_token=TOKEN, public_url="https://abc.example.app")
+        async with StreamServer(config) as server:
+            server.subscribe(records.append)
+            good = SimulateConfig(
+                url=server.local_url, audio=caller(MULAW_8K, 0.1), speed=20, linger=0
+            )
+            # Signed for the public URL, as Plivo does behind a tunnel: accepted.
+            headers = sign_headers("wss://abc.example.app/stream", TOKEN)
+            async with connect(server.local_url, additional_headers=headers) as ws:
+                await ws.send(_start().to_json())
+                await asyncio.sleep(0)
+            # Signed for the local URL: refused, and the log says which URL would match.
+            report = await run_call(_with_token(good))
+            assert report.rejected
+        reasons = [str(r["reason"]) for r in records if r["event"] == "rejected"]
+        assert len(reasons) == 1
+        assert "matches http://127.0.0.1:" in reasons[0]
+
+    run(scenario())
+
+
+def _with_token(config: SimulateConfig) -> SimulateConfig:
+    config.auth_token = TOKEN
+    return config
+
+
+def _start(fmt: MediaFormat = MULAW_8K) -> Start:
+    return Start("call-1", "stream-1", "MA1", ("inbound",), fmt, "a=1", 1)
+
+
+def _media(seq: int, payload: bytes) -> str:
+    return Media("stream-1", "inbound", str(seq), payload, seq - 1, seq).to_json()
+
+
+def test_bad_messages_mid_call_leave_stream_and_recording_intact(tmp_path: Path) -> None:
+    fmt = L16_8K
+    frames = codec.frames(caller(fmt, 0.4), fmt)
+
+    async def scenario() -> None:
+        records: list[dict[str, object]] = []
+        async with StreamServer(ServeConfig(port=0, record_dir=tmp_path)) as server:
+            server.subscribe(records.append)
+            async with connect(server.local_url, max_size=None) as ws:
+                await ws.send(_start(fmt).to_json())
+                seq = 2
+                for frame in frames[:10]:
+                    await ws.send(_media(seq, frame))
+                    seq += 1
+                bad = [
+                    "not json at all",
+                    '{"event":"mystery"}',
+                    '{"event":"media"}',
+                    '{"event":"media","media":{"payload":"@@@"}}',
+                    _media(seq, b"\x00\x01\x02"),  # odd-length L16
+                    json.dumps({"event": "media", "pad": "x" * 70_000}),  # over 64 KB
+                    '{"event":"dtmf","dtmf":{}}',
+                    "[]",
+                ]
+                for text in bad:
+                    await ws.send(text)
+                await ws.send(b"\x00\x01binary")
+                for frame in frames[10:]:
+                    seq += 1
+                    await ws.send(_media(seq, frame))
+                # the stream still answers: ask for its state through a checkpoint round trip
+                await _until(lambda: _media_count(server) == len(frames))
+                (live,) = server.streams.values()
+                assert live.error_count >= len(bad)
+        errors = [r for r in records if r["event"] == "error"]
+        assert len(errors) >= len(bad)
+
+    run(scenario())
+    assert wav_frames(recorded(tmp_path, "inbound")) == b"".join(frames)
+
+
+def _media_count(server: StreamServer) -> int:
+    return sum(live.session.stats.media_packets for live in server.streams.values())
+
+
+async def _until(condition: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def test_media_before_start_is_counted_not_fatal(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0, record_dir=tmp_path)) as server:
+            async with connect(server.local_url) as ws:
+                await ws.send(_media(1, b"\xff" * 160))
+                await ws.send(_start().to_json())
+                await ws.send(_media(3, b"\x00" * 160))
+                await _until(lambda: _media_count(server) == 1)
+                (live,) = server.streams.values()
+                assert live.error_count == 1
+
+    run(scenario())
+    assert len(wav_frames(recorded(tmp_path, "inbound"))) == 320
+
+
+def test_connection_without_start_is_closed_after_start_timeout() -> None:
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0, start_timeout=0.3)) as server:
+            async with connect(server.local_url) as ws:
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1008
+            assert not server.streams
+
+    run(scenario())
+
+
+def test_healthz_answers_200_on_the_same_port() -> None:
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0)) as server:
+            url = f"http://127.0.0.1:{server.port}/healthz"
+            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+            assert body == b"ok\n"
+
+    run(scenario())
+
+
+def test_play_sends_the_file_audio_and_its_checkpoint_is_confirmed() -> None:
+    pcm = synth.tone(523, 1.0, 16000)  # a 16 kHz file played on an 8 kHz mu-law stream
+
+    async def scenario() -> None:
+        config = ServeConfig(port=0, play_audio=pcm, play_rate=16000, play_name="tone")
+        async with StreamServer(config) as server:
+            report = await run_call(
+                SimulateConfig(url=server.local_url, audio=caller(MULAW_8K, 0.2), speed=10)
+            )
+        expected = codec.encode(codec.resample(pcm, 16000, 8000), MULAW_8K)
+        assert bytes(report.received_audio) == expected
+        assert report.checkpoints_received == ["tone"]
+        assert report.checkpoints_confirmed == ["tone"]
+
+    run(scenario())
+
+
+def test_echo_sends_the_callers_audio_back() -> None:
+    audio = caller(MULAW_8K, 0.4)
+
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0, echo=True)) as server:
+            report = await run_call(
+                SimulateConfig(url=server.local_url, audio=audio, speed=10, linger=0.5)
+            )
+        assert bytes(report.received_audio) == b"".join(codec.frames(audio, MULAW_8K))
+
+    run(scenario())
+
+
+def test_playback_is_paced_to_max_buffer() -> None:
+    pcm = synth.tone(440, 3.0, 8000)
+
+    async def scenario() -> None:
+        config = ServeConfig(port=0, play_audio=pcm, max_buffer=1.0, max_b64=2000)
+        async with StreamServer(config) as server:
+            report = await run_call(
+                SimulateConfig(url=server.local_url, audio=caller(MULAW_8K, 0.1), linger=2.6)
+            )
+        plays = report.times("play")
+        # 3 s of audio with 1 s allowed in Plivo's queue: the last chunk leaves about 2 s later
+        assert plays[-1] - plays[0] > 1.7
+        assert len(report.received_audio) == 3 * 8000
+
+    run(scenario())
+
+
+def test_extra_headers_are_parsed_and_published() -> None:
+    async def scenario() -> None:
+        records: list[dict[str, object]] = []
+        async with StreamServer(ServeConfig(port=0)) as server:
+            server.subscribe(records.append, media=False)
+            await run_call(
+                SimulateConfig(
+                    url=server.local_url,
+                    audio=b"",
+                    extra_headers="userId=42;name=a%20b",
+                    linger=0,
+                )
+            )
+        (start,) = [r for r in records if r["event"] == "start"]
+        assert start["extraHeaders"] == {"userId": "42", "name": "a b"}
+
+    run(scenario())
+
+
+def test_payload_text_in_capture_is_kept_for_replay(tmp_path: Path) -> None:
+    audio = caller(MULAW_8K, 0.2)
+
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0, record_dir=tmp_path)) as server:
+            await run_call(SimulateConfig(url=server.local_url, audio=audio, speed=20, linger=0))
+
+    run(scenario())
+    (capture,) = tmp_path.glob("*.jsonl")
+    lines = [json.loads(line) for line in capture.read_text().splitlines()]
+    payloads = [
+        base64.b64decode(line["msg"]["media"]["payload"])
+        for line in lines
+        if line["msg"].get("event") == "media"
+    ]
+    assert b"".join(payloads) == b"".join(codec.frames(audio, MULAW_8K))
