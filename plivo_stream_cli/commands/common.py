@@ -46,7 +46,9 @@ def auth_token_option() -> Any:
     return typer.Option(None, "--auth-token", help=AUTH_TOKEN_HELP, show_default=False)
 
 
-def resolve_token(flag_value: str | None, *, required: bool, env: str = "PLIVO_AUTH_TOKEN") -> str | None:
+def resolve_token(
+    flag_value: str | None, *, required: bool, env: str = "PLIVO_AUTH_TOKEN"
+) -> str | None:
     """The auth token from the flag or the environment; warns when it came from a flag."""
     if flag_value:
         output.warn(
