@@ -97,6 +97,10 @@ _DESCRIBERS: dict[str, Any] = {
     "connected": lambda r: f"from {r.get('remote')} ({r.get('auth')})",
     "rejected": lambda r: f"from {r.get('remote')}: {r.get('reason')} -> closed 1008",
     "error": lambda r: str(r.get("error")),
+    "answer": lambda r: (
+        f"Answer URL hit: call={r.get('call')} from={r.get('caller')} to={r.get('to')}"
+    ),
+    "status": lambda r: " ".join(f"{k}={v}" for k, v in (r.get("fields") or {}).items()),
     "closed": lambda r: (
         f"media={r.get('media')} errors={r.get('errors')} gaps={r.get('gaps')}"
         + (f" dtmf={r.get('dtmf')}" if r.get("dtmf") else "")

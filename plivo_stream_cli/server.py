@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from plivo_stream_cli.feed import Record, event_record, note_record
 from plivo_stream_cli.formats import MediaFormat
 from plivo_stream_cli.session import SessionState, StreamSession
 from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, diagnose, validate_v3
+from plivo_stream_cli.streamxml import StreamOptions, build_xml
 from plivo_stream_cli.webhooks import (
     HttpRequest,
     HttpResponse,
@@ -66,6 +67,8 @@ class ServeConfig:
     max_buffer: float = 20.0  # seconds of audio allowed in Plivo's queue
     max_b64: int = codec.DEFAULT_MAX_B64
     start_timeout: float = 10.0
+    answer: StreamOptions | None = None  # template for /answer (its url is replaced)
+    speak: str | None = None  # <Speak> text before the stream in /answer
     extra_routes: dict[str, Route] = field(default_factory=dict)
 
 
@@ -329,10 +332,77 @@ class StreamServer:
     async def _route(self, request: HttpRequest) -> HttpResponse | None:
         if request.path == "/healthz":
             return HttpResponse(200, "ok\n")
-        route = self.config.extra_routes.get(request.path)
+        route = self.config.extra_routes.get(request.path) or self._builtin_routes.get(request.path)
         if route is None:
             return HttpResponse(HTTPStatus.NOT_FOUND, "not found\n")
+        if request.method not in ("GET", "POST"):
+            return HttpResponse(HTTPStatus.METHOD_NOT_ALLOWED, "use GET or POST\n")
         return await route(request)
+
+    @property
+    def _builtin_routes(self) -> dict[str, Route]:
+        return {"/answer": self._answer, "/status": self._status}
+
+    def _webhook_refused(self, request: HttpRequest) -> HttpResponse | None:
+        """Check a webhook's V3 signature (form fields of a POST are signed too)."""
+        params = {k: v for k, v in request.form.items()} if request.method == "POST" else None
+        ok, why = self.check_signature(request.method, request.target, request.headers, params)
+        if ok:
+            return None
+        self.totals["rejected"] += 1
+        self.publish(
+            note_record(
+                "rejected", t=time.time(), remote=request.remote, reason=f"{request.path}: {why}"
+            )
+        )
+        return HttpResponse(HTTPStatus.FORBIDDEN, "invalid signature\n")
+
+    def public_base(self, host: str) -> str:
+        """https://public-host when known, else http://<Host header> (local testing)."""
+        if self.config.public_url:
+            public = urlsplit(self.config.public_url)
+            scheme = {"wss": "https", "ws": "http"}.get(public.scheme, public.scheme)
+            return f"{scheme}://{public.netloc}"
+        return f"http://{host or f'{self.config.host}:{self.port}'}"
+
+    def answer_xml(self, host: str = "") -> str:
+        """The Stream XML that points Plivo at this server's own stream path."""
+        base = self.public_base(host)
+        ws_base = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:]
+        template = self.config.answer or StreamOptions(url="")
+        options = replace(
+            template,
+            url=ws_base + self.config.path,
+            status_callback_url=template.status_callback_url or f"{base}/status",
+        )
+        return build_xml(options, speak=self.config.speak)
+
+    async def _answer(self, request: HttpRequest) -> HttpResponse:
+        refused = self._webhook_refused(request)
+        if refused is not None:
+            return refused
+        fields = _first_values(request.form or request.query)
+        self.publish(
+            note_record(
+                "answer",
+                t=time.time(),
+                remote=request.remote,
+                call=fields.get("CallUUID"),
+                caller=fields.get("From"),
+                to=fields.get("To"),
+            )
+        )
+        xml = self.answer_xml(request.headers.get("host", ""))
+        return HttpResponse(200, xml, content_type="application/xml; charset=utf-8")
+
+    async def _status(self, request: HttpRequest) -> HttpResponse:
+        refused = self._webhook_refused(request)
+        if refused is not None:
+            return refused
+        fields = _first_values(request.form or request.query)
+        stream = fields.get("StreamID") or fields.get("StreamId") or ""
+        self.publish(note_record("status", t=time.time(), stream=stream, fields=fields))
+        return HttpResponse(200, "ok\n")
 
     # ------------------------------------------------------------ signatures
 
@@ -490,6 +560,10 @@ class StreamServer:
                 files=files,
             )
         )
+
+
+def _first_values(fields: dict[str, list[str]]) -> dict[str, str]:
+    return {key: values[0] if values else "" for key, values in fields.items()}
 
 
 def _drain(notes: Any) -> list[str]:

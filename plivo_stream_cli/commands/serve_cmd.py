@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
+from plivo_stream_cli.commands.stream_options import (
+    CONTENT_TYPE,
+    EXTRA_HEADER,
+    KEEP_CALL_ALIVE,
+    ContentType,
+)
+
+if TYPE_CHECKING:
+    from plivo_stream_cli.tunnel import Tunnel
+
+TUNNEL = "Public URL (ngrok)"
+ANSWER = "Answer URL (/answer)"
 
 SERVE_EPILOG = (
     "Example: PLIVO_AUTH_TOKEN=... pstream serve --record calls/ --play greeting.wav\n\n"
-    "Then, in another terminal: pstream simulate ws://127.0.0.1:8080/stream"
+    "Then, in another terminal: pstream simulate ws://127.0.0.1:8080/stream\n\n"
+    "Live with a real number: NGROK_AUTHTOKEN=... pstream serve --ngrok, then set the "
+    "number's Answer URL to the printed /answer URL."
 )
 
 
@@ -48,15 +63,52 @@ def serve(
     json_feed: bool = typer.Option(
         False, "--json", help="One JSON line per event on stdout (payload sizes, not payloads)."
     ),
+    ngrok: bool = typer.Option(
+        False, "--ngrok", help="Open an ngrok tunnel to this port.", rich_help_panel=TUNNEL
+    ),
+    ngrok_authtoken: str | None = typer.Option(
+        None,
+        "--ngrok-authtoken",
+        help="ngrok auth token (prefer the NGROK_AUTHTOKEN environment variable).",
+        show_default=False,
+        rich_help_panel=TUNNEL,
+    ),
+    ngrok_domain: str | None = typer.Option(
+        None, "--ngrok-domain", help="Your reserved ngrok domain.", rich_help_panel=TUNNEL
+    ),
+    ngrok_region: str | None = typer.Option(
+        None, "--ngrok-region", help="ngrok region (us, eu, ap, ...).", rich_help_panel=TUNNEL
+    ),
+    bidirectional: bool = typer.Option(
+        True,
+        "--bidirectional/--no-bidirectional",
+        help="Answer XML asks for a bidirectional stream (needed for --play/--echo).",
+        rich_help_panel=ANSWER,
+    ),
+    content_type: ContentType = CONTENT_TYPE,
+    keep_call_alive: bool = KEEP_CALL_ALIVE,
+    extra_header: list[str] | None = EXTRA_HEADER,
+    speak: str | None = typer.Option(
+        None, "--speak", help="Text Plivo speaks before the stream starts.", rich_help_panel=ANSWER
+    ),
 ) -> None:
     """Run a local WebSocket stream server that validates, shows and records Plivo streams."""
     import asyncio
 
     from plivo_stream_cli import output
+    from plivo_stream_cli.commands.stream_options import stream_options_from_flags
     from plivo_stream_cli.runner import ServeUi, run_serve
     from plivo_stream_cli.server import ServeConfig, StreamServer
 
     token = resolve_token(auth_token, required=False)
+    answer = stream_options_from_flags(
+        "wss://placeholder.invalid/stream",
+        bidirectional=bidirectional,
+        keep_call_alive=keep_call_alive,
+        content_type=content_type,
+        extra_header=extra_header,
+    )
+    tunnel = _tunnel(ngrok, ngrok_authtoken, ngrok_domain, ngrok_region, public_url)
     config = ServeConfig(
         host=host,
         port=port,
@@ -68,6 +120,8 @@ def serve(
         echo=echo,
         max_buffer=max_buffer,
         start_timeout=start_timeout,
+        answer=answer,
+        speak=speak,
     )
     if play is not None:
         from plivo_stream_cli.audiofile import load_pcm
@@ -83,9 +137,35 @@ def serve(
 
     async def started(srv: StreamServer) -> None:
         ui.banner.insert(0, f"listening on [bold]{srv.local_url}[/bold]  (GET /healthz)")
+        if tunnel is not None:
+            from plivo_stream_cli.tunnel import go_public
 
-    code = asyncio.run(run_serve(server, ui, on_started=started))
+            ui.banner[1:1] = await go_public(srv, tunnel)
+
+    async def stopping() -> None:
+        if tunnel is not None:
+            await asyncio.to_thread(tunnel.close)
+
+    code = asyncio.run(run_serve(server, ui, on_started=started, on_stopping=stopping))
     raise typer.Exit(int(code))
+
+
+def _tunnel(
+    ngrok: bool,
+    authtoken: str | None,
+    domain: str | None,
+    region: str | None,
+    public_url: str | None,
+) -> Tunnel | None:
+    if not ngrok:
+        return None
+    from plivo_stream_cli.errors import UsageError
+    from plivo_stream_cli.tunnel import NgrokSettings, NgrokTunnel
+
+    if public_url:
+        raise UsageError("--ngrok and --public-url both set the public URL: pick one")
+    token = resolve_token(authtoken, required=False, env="NGROK_AUTHTOKEN")
+    return NgrokTunnel(NgrokSettings(authtoken=token, domain=domain, region=region))
 
 
 def _record_dir(record: Path | None) -> Path | None:

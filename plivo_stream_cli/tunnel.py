@@ -1,0 +1,167 @@
+"""Public tunnels in front of `serve`: the ngrok adapter (pyngrok) and the interface it fills.
+
+`serve --ngrok` talks to a `Tunnel`; tests inject `StaticTunnel` (a fake public URL mapped to
+localhost) so the whole path up to pyngrok runs without ngrok's cloud. `NgrokTunnel` is the real
+thing users run: pyngrok is imported only when a tunnel opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+from plivo_stream_cli.errors import ConfigError, NetworkError
+
+if TYPE_CHECKING:
+    from plivo_stream_cli.server import StreamServer
+
+# ngrok error codes: https://ngrok.com/docs/errors/
+_BAD_TOKEN_CODES = {"ERR_NGROK_105", "ERR_NGROK_106", "ERR_NGROK_107", "ERR_NGROK_4018"}
+_SESSION_LIMIT_CODES = {"ERR_NGROK_108"}
+
+
+class Tunnel(Protocol):
+    """Something that makes a local port reachable at a public https URL."""
+
+    def open(self, port: int) -> str:
+        """Start forwarding to 127.0.0.1:`port`; return the public https:// base URL."""
+        ...
+
+    def close(self) -> None:
+        """Stop forwarding (idempotent)."""
+        ...
+
+
+@dataclass
+class StaticTunnel:
+    """A stand-in: the 'public' URL is given, and traffic is expected to reach the port directly."""
+
+    public_url: str
+    opened_port: int | None = None
+    closed: bool = False
+
+    def open(self, port: int) -> str:
+        self.opened_port = port
+        return self.public_url
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class NgrokSettings:
+    authtoken: str | None = None
+    domain: str | None = None
+    region: str | None = None
+
+
+class NgrokTunnel:
+    """An ngrok HTTP tunnel opened with pyngrok."""
+
+    def __init__(self, settings: NgrokSettings) -> None:
+        self.settings = settings
+        self.public_url: str | None = None
+        self._config: Any = None
+
+    def open(self, port: int) -> str:
+        from pyngrok import conf, ngrok
+        from pyngrok.exception import PyngrokError
+
+        self._config = conf.PyngrokConfig(
+            auth_token=self.settings.authtoken, region=self.settings.region
+        )
+        options: dict[str, Any] = {}
+        if self.settings.domain:
+            options["url"] = f"https://{_bare_domain(self.settings.domain)}"
+        try:
+            # pyngrok reports its download progress on stdout, which is for data
+            with contextlib.redirect_stdout(sys.stderr):
+                tunnel = ngrok.connect(str(port), "http", pyngrok_config=self._config, **options)
+        except PyngrokError as exc:
+            raise explain_ngrok_error(exc) from None
+        public = str(tunnel.public_url)
+        self.public_url = "https://" + public.split("://", 1)[-1]
+        return self.public_url
+
+    def close(self) -> None:
+        if self.public_url is None:
+            return
+        from pyngrok import ngrok
+        from pyngrok.exception import PyngrokError
+
+        try:
+            ngrok.disconnect(self.public_url, pyngrok_config=self._config)
+            ngrok.kill(pyngrok_config=self._config)
+        except PyngrokError:
+            pass  # the tunnel is going away with its process either way
+        self.public_url = None
+
+
+def explain_ngrok_error(exc: Exception) -> ConfigError | NetworkError:
+    """One line saying why ngrok could not start and what to do (never the token)."""
+    name = type(exc).__name__
+    code = getattr(exc, "ngrok_error_code", None)
+    detail = str(getattr(exc, "ngrok_error", None) or exc).strip().splitlines()
+    first = detail[0][:160] if detail else name
+    if (
+        code in _BAD_TOKEN_CODES
+        or "authtoken" in first.lower()
+        or "authentication" in first.lower()
+    ):
+        return ConfigError(
+            "ngrok refused the auth token: set NGROK_AUTHTOKEN (or --ngrok-authtoken) to the "
+            "token from https://dashboard.ngrok.com/get-started/your-authtoken"
+        )
+    if code in _SESSION_LIMIT_CODES:
+        return NetworkError(
+            "ngrok allows one agent session on this account and one is already running: "
+            "stop the other ngrok, or use --public-url with your own tunnel"
+        )
+    if name == "PyngrokNgrokInstallError":
+        return NetworkError(
+            "the ngrok binary is not installed and could not be downloaded (no internet?): "
+            "install ngrok yourself and set PYNGROK_NGROK_PATH, or use --public-url"
+        )
+    return NetworkError(f"ngrok could not open a tunnel: {first}; or use --public-url")
+
+
+def _bare_domain(domain: str) -> str:
+    return urlsplit(domain).netloc if "://" in domain else domain.strip("/")
+
+
+def public_urls(base: str, path: str) -> dict[str, str]:
+    """The URLs to paste into Plivo for a public base URL such as https://abc.ngrok.app."""
+    parts = urlsplit(base if "://" in base else f"https://{base}")
+    host = parts.netloc
+    secure = parts.scheme in ("https", "wss")
+    ws_scheme, http_scheme = ("wss", "https") if secure else ("ws", "http")
+    return {
+        "stream": f"{ws_scheme}://{host}{path}",
+        "answer": f"{http_scheme}://{host}/answer",
+        "status": f"{http_scheme}://{host}/status",
+    }
+
+
+async def go_public(server: StreamServer, tunnel: Tunnel) -> list[str]:
+    """Open `tunnel` to the server's port, check signatures against it, return banner lines."""
+    base = await asyncio.to_thread(tunnel.open, server.port)
+    server.config.public_url = base
+    urls = public_urls(base, server.config.path)
+    xml = server.answer_xml()
+    return [
+        f"public stream URL  [bold]{urls['stream']}[/bold]",
+        f"Answer URL         [bold]{urls['answer']}[/bold]  (GET or POST)",
+        f"status callbacks   {urls['status']}",
+        "Stream XML to paste:",
+        *("  " + line for line in _escape(xml).splitlines()),
+    ]
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
