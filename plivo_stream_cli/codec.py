@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from array import array
 from typing import Literal
 
 from plivo_stream_cli.formats import MULAW, MediaFormat
@@ -175,7 +176,11 @@ def interleave(left: bytes, right: bytes) -> bytes:
     """Two 16-bit mono buffers of the same length -> one interleaved stereo buffer."""
     if len(left) != len(right):
         raise CodecError(f"channels differ in length: {len(left)} and {len(right)} bytes")
-    return audioop.add(audioop.tostereo(left, 2, 1, 0), audioop.tostereo(right, 2, 0, 1), 2)
+    # Strided array assignment is about twice as fast as audioop.tostereo + audioop.add.
+    out = array("h", bytes(2 * len(left)))
+    out[0::2] = array("h", left)
+    out[1::2] = array("h", right)
+    return out.tobytes()
 
 
 def silence(fmt: MediaFormat, nbytes: int) -> bytes:

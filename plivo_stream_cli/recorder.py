@@ -50,6 +50,7 @@ _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{dev}{n}" for dev in ("COM", "LPT") for n in range(1, 10)}
 )
 _pwrite = getattr(os, "pwrite", None)
+_CALL_BATCH_SECONDS = 0.2  # caller audio gathered before mixing into call.wav
 
 
 def safe_name(value: str, *, max_len: int = 64) -> str:
@@ -245,10 +246,14 @@ class CallRecorder:
         self._capture_warning: str | None = None
         self._first_t: float | None = None
         self._last_t: float | None = None
-        self._left = bytearray()  # caller audio not yet in call.wav
-        self._right = bytearray()  # played audio from the same position on
-        self._in_pos = 0  # samples of caller audio so far: the call's clock
-        self._out_end = 0  # sample position where the queued played audio ends
+        # Stereo timeline, in samples: the caller's audio is the call's clock (`_in_pos`).
+        # `_left`/`_right` hold both channels from `_call_pos` (what call.wav has) on.
+        self._left = bytearray()
+        self._right = bytearray()
+        self._call_pos = 0
+        self._in_pos = 0
+        self._out_end = 0  # where the played audio queued so far ends
+        self._emit_bytes = 2 * int(fmt.sample_rate * _CALL_BATCH_SECONDS)
         self._result: list[RecordedFile] | None = None
         self._create_files(f"{safe_name(call_id)}_{safe_name(stream_id)}", capture)
 
@@ -279,22 +284,23 @@ class CallRecorder:
         if self.stereo:
             self._left += pcm
             self._in_pos += len(pcm) // 2
-            self._emit_call()
+            if len(self._left) >= self._emit_bytes:
+                self._emit_call()
 
     def outbound(self, pcm: bytes) -> None:
         """Audio sent to be played to the caller (a playAudio payload, decoded)."""
         self._wavs["outbound"].write(pcm)
         if self.stereo:
             start = max(self._out_end, self._in_pos)
-            gap = start - self._in_pos - len(self._right) // 2
+            gap = 2 * (start - self._call_pos) - len(self._right)
             if gap > 0:
-                self._right += bytes(2 * gap)
+                self._right += bytes(gap)
             self._right += pcm
             self._out_end = start + len(pcm) // 2
 
     def clear_outbound(self) -> None:
         """A clearAudio was sent: played audio queued beyond this moment is dropped."""
-        self._right.clear()
+        del self._right[2 * (self._in_pos - self._call_pos) :]
         self._out_end = self._in_pos
 
     def capture(
@@ -323,6 +329,8 @@ class CallRecorder:
         if self._result is not None:
             return self._result
         result = []
+        if self.stereo:
+            self._emit_call()
         for kind, wav in self._wavs.items():
             wav.close()
             result.append(RecordedFile(wav.path, wav.duration, kind, wav.warning))
@@ -347,12 +355,15 @@ class CallRecorder:
     def _emit_call(self) -> None:
         """Write the caller audio gathered so far to call.wav beside the played audio."""
         n = len(self._left)
+        if not n:
+            return
         right = bytes(self._right[:n])
         del self._right[:n]
         if len(right) < n:
             right += bytes(n - len(right))
         left = bytes(self._left)
         self._left.clear()
+        self._call_pos += n // 2
         self._wavs["call"].write(codec.interleave(left, right))
 
     def _create_files(self, stem: str, capture: bool) -> None:

@@ -226,11 +226,12 @@ def test_clear_audio_cuts_the_queued_played_audio(tmp_path: Path) -> None:
     played = tone(500, rate, 1.0)
     ms = rate * 2 // 1000
     with CallRecorder(tmp_path, "c", "s", MULAW_8K, stereo=True) as rec:
-        rec.inbound(caller[: 100 * ms])
-        rec.outbound(played)
-        rec.inbound(caller[100 * ms : 300 * ms])
-        rec.clear_outbound()
-        rec.inbound(caller[300 * ms :])
+        for n, i in enumerate(range(0, len(caller), 20 * ms)):
+            if n == 5:  # at 0.1 s
+                rec.outbound(played)
+            if n == 15:  # at 0.3 s, part-way through a batch of caller audio
+                rec.clear_outbound()
+            rec.inbound(caller[i : i + 20 * ms])
     left, right = channels_of(read_frames(tmp_path / "c_s.call.wav")[1])
     assert left == caller
     assert right == bytes(100 * ms) + played[: 200 * ms] + bytes(300 * ms)
