@@ -19,7 +19,7 @@ PURE_MODULES = [
     "metrics",
     "synth",
 ]
-FORBIDDEN = ["websockets", "httpx", "typer", "rich", "asyncio", "plivo", "pyngrok", "socket"]
+FORBIDDEN = ["websockets", "httpx", "typer", "rich", "asyncio", "plivo", "pyngrok", "socket", "lxml"]
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
