@@ -19,7 +19,17 @@ PURE_MODULES = [
     "metrics",
     "synth",
 ]
-FORBIDDEN = ["websockets", "httpx", "typer", "rich", "asyncio", "plivo", "pyngrok", "socket", "lxml"]
+FORBIDDEN = [
+    "websockets",
+    "httpx",
+    "typer",
+    "rich",
+    "asyncio",
+    "plivo",
+    "pyngrok",
+    "socket",
+    "lxml",
+]
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
