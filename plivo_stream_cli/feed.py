@@ -95,7 +95,7 @@ _DESCRIBERS: dict[str, Any] = {
     "checkpoint": lambda r: f"name={r.get('name')}",
     "playedStream": lambda r: f"name={r.get('name')} confirmed",
     "connected": lambda r: f"from {r.get('remote')} ({r.get('auth')})",
-    "rejected": lambda r: f"from {r.get('remote')}: {r.get('reason')} -> closed 1008",
+    "rejected": lambda r: f"from {r.get('remote')}: {r.get('reason')} -> {r.get('action')}",
     "error": lambda r: str(r.get("error")),
     "answer": lambda r: (
         f"Answer URL hit: call={r.get('call')} from={r.get('caller')} to={r.get('to')}"

@@ -66,7 +66,9 @@ class ServeConfig:
     echo: bool = False
     max_buffer: float = 20.0  # seconds of audio allowed in Plivo's queue
     max_b64: int = codec.DEFAULT_MAX_B64
-    start_timeout: float = 10.0
+    start_timeout: float = 10.0  # also bounds the WebSocket/HTTP handshake
+    reject_replays: bool = False  # refuse a signature already used within replay_window
+    replay_window: float = 300.0
     answer: StreamOptions | None = None  # template for /answer (its url is replaced)
     speak: str | None = None  # <Speak> text before the stream in /answer
     extra_routes: dict[str, Route] = field(default_factory=dict)
@@ -352,7 +354,11 @@ class StreamServer:
         self.totals["rejected"] += 1
         self.publish(
             note_record(
-                "rejected", t=time.time(), remote=request.remote, reason=f"{request.path}: {why}"
+                "rejected",
+                t=time.time(),
+                remote=request.remote,
+                reason=f"{request.path}: {why}",
+                action="HTTP 403",
             )
         )
         return HttpResponse(HTTPStatus.FORBIDDEN, "invalid signature\n")
@@ -453,7 +459,11 @@ class StreamServer:
         ok, why = self.check_signature("GET", target, headers)
         if not ok:
             self.totals["rejected"] += 1
-            self.publish(note_record("rejected", t=time.time(), remote=remote, reason=why))
+            self.publish(
+                note_record(
+                    "rejected", t=time.time(), remote=remote, reason=why, action="closed 1008"
+                )
+            )
             await ws.close(POLICY_VIOLATION, "invalid signature")
             return
         live = LiveStream(self, ws, conn_id)
