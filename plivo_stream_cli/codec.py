@@ -90,7 +90,9 @@ class Resampler:
 
     `audioop.ratecv` (linear interpolation) keeps its position between calls, so a stream cut
     into chunks resamples to exactly the same samples as the whole (no clicks at chunk borders).
-    A stray odd byte is held until the next chunk completes the sample.
+    A stray odd byte is held until the next chunk completes the sample. There is no anti-alias
+    filter: downsampling music aliases what lies above the new Nyquist frequency, which is fine
+    for speech prompts; convert music with sox or ffmpeg first.
     """
 
     __slots__ = ("_partial", "_state", "dst_rate", "src_rate")

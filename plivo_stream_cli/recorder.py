@@ -324,6 +324,15 @@ class CallRecorder:
             self._first_t = t
         self._last_t = t
 
+    def flush(self) -> None:
+        """Put everything received so far on disk now (e.g. from a timer while a call is quiet)."""
+        if self._result is not None:
+            return
+        if self.stereo:
+            self._emit_call()
+        for wav in self._wavs.values():
+            wav.flush()
+
     def close(self) -> list[RecordedFile]:
         """Finish every file (idempotent); returns what was recorded."""
         if self._result is not None:

@@ -184,6 +184,20 @@ def test_call_recorder_files_and_result(tmp_path: Path) -> None:
     assert rec.warning is None
 
 
+def test_flush_puts_buffered_audio_on_disk(tmp_path: Path) -> None:
+    rec = CallRecorder(tmp_path, "c", "s", MULAW_8K, stereo=True)
+    rec.outbound(b"\x02\x00" * 40)  # sent at the start of the call
+    rec.inbound(b"\x01\x00" * 80)
+    assert read_frames(tmp_path / "c_s.call.wav")[0] == 0  # batched
+    rec.flush()
+    assert read_frames(tmp_path / "c_s.inbound.wav")[0] == 80
+    assert read_frames(tmp_path / "c_s.outbound.wav")[0] == 40
+    _, stereo, _ = read_frames(tmp_path / "c_s.call.wav")
+    assert channels_of(stereo) == (b"\x01\x00" * 80, b"\x02\x00" * 40 + bytes(80))
+    rec.close()
+    rec.flush()  # harmless after close
+
+
 def test_outbound_track_media_goes_to_the_outbound_file(tmp_path: Path) -> None:
     with CallRecorder(tmp_path, "c", "s", MULAW_8K, capture=False) as rec:
         rec.inbound(b"\x01\x00", track="outbound")
