@@ -2,7 +2,8 @@
 
 I/O, kept off the hot path: audio is batched and written at most every half second of audio (or
 second of wall time), and each write is followed by rewriting the WAV header's sizes, so a file
-is always a valid WAV; a crash or SIGKILL loses at most the audio not yet written. Write errors
+is always a valid WAV; a crash or SIGKILL loses only the audio not yet written: under 0.5 s in a
+track file, under 0.7 s in the stereo call file (mixed in 0.2 s batches). Write errors
 (a full disk) stop that one file with a warning instead of raising into the server loop.
 
 Names built from `callId`/`streamId` come from the network: `safe_name` reduces them to
