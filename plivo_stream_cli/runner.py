@@ -1,4 +1,4 @@
-"""Runs the long-lived `serve` loop: signals, the live view's refresh, the JSON feed, the summary.
+"""Runs the long-lived `serve` loop: signals, the control channel, the live view, the JSON feed.
 
 I/O glue between `StreamServer` and the terminal. Ctrl-C ends with exit 130, SIGTERM with 0; in
 both cases streams are closed and recordings finalized first.
@@ -13,11 +13,15 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from plivo_stream_cli import output
 from plivo_stream_cli.errors import ExitCode, UsageError
 from plivo_stream_cli.feed import Record, describe
 from plivo_stream_cli.server import StreamServer
+
+if TYPE_CHECKING:
+    from plivo_stream_cli.control import ControlServer
 
 REFRESH_PER_SECOND = 4
 
@@ -80,14 +84,23 @@ async def run_serve(
     *,
     on_started: Callable[[StreamServer], Awaitable[None]] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
+    control_port: int | None = None,
 ) -> ExitCode:
-    """Serve until SIGINT/SIGTERM; returns the exit code."""
+    """Serve until SIGINT/SIGTERM; returns the exit code.
+
+    With `control_port` (0 picks one) the control channel runs too, published in the state
+    directory once `on_started` has set the public URL; it closes after the streams, so `tail`
+    sees their last records.
+    """
     stopper = Stopper()
     stopper.install()
     await bind(server)
+    control: ControlServer | None = None
     try:
         if on_started is not None:
             await on_started(server)
+        if control_port is not None:
+            control = await _start_control(server, control_port, ui)
         for line in ui.banner:
             output.status(line)
         if ui.json_feed:
@@ -102,9 +115,28 @@ async def run_serve(
         if on_stopping is not None:
             with contextlib.suppress(Exception):
                 await on_stopping()
-        await server.close()
+        try:
+            await server.close()
+        finally:
+            if control is not None:
+                await control.close()
         _summary(server)
     return stopper.code
+
+
+async def _start_control(server: StreamServer, port: int, ui: ServeUi) -> ControlServer | None:
+    from plivo_stream_cli.control import start_control
+    from plivo_stream_cli.errors import ConfigError
+
+    try:
+        control = await start_control(server, port=port)
+    except ConfigError as exc:  # serving matters more than remote control
+        output.warn(f"{exc.message}: control channel off (pstream tail/play/clear won't find it)")
+        return None
+    ui.banner.append(
+        f"control on {control.url}  (pstream tail | play | clear | checkpoint | streams)"
+    )
+    return control
 
 
 async def _live_loop(server: StreamServer, stopper: Stopper) -> None:

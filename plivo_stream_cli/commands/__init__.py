@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from plivo_stream_cli.commands import (
+    control_cmd,
     rest_cmd,
     serve_cmd,
     signature_cmd,
@@ -22,4 +23,5 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     rest_cmd,
     serve_cmd,
     simulate_cmd,
+    control_cmd,
 )

@@ -63,6 +63,12 @@ def serve(
     json_feed: bool = typer.Option(
         False, "--json", help="One JSON line per event on stdout (payload sizes, not payloads)."
     ),
+    control_port: int = typer.Option(
+        0,
+        "--control-port",
+        help="Port of the token-protected control channel on 127.0.0.1 (pstream tail, play, "
+        "clear, ...); 0 picks one.",
+    ),
     ngrok: bool = typer.Option(
         False, "--ngrok", help="Open an ngrok tunnel to this port.", rich_help_panel=TUNNEL
     ),
@@ -146,7 +152,9 @@ def serve(
         if tunnel is not None:
             await asyncio.to_thread(tunnel.close)
 
-    code = asyncio.run(run_serve(server, ui, on_started=started, on_stopping=stopping))
+    code = asyncio.run(
+        run_serve(server, ui, on_started=started, on_stopping=stopping, control_port=control_port)
+    )
     raise typer.Exit(int(code))
 
 
