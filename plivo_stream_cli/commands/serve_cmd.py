@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
+from plivo_stream_cli.commands.rest_cmd import API_URL_OPTION, AUTH_ID_OPTION
 from plivo_stream_cli.commands.stream_options import (
     CONTENT_TYPE,
     EXTRA_HEADER,
@@ -16,16 +17,20 @@ from plivo_stream_cli.commands.stream_options import (
 )
 
 if TYPE_CHECKING:
+    from plivo_stream_cli.application import AppRewire
     from plivo_stream_cli.tunnel import Tunnel
 
 TUNNEL = "Public URL (ngrok)"
 ANSWER = "Answer URL (/answer)"
+APPLICATION = "Plivo Application (--app)"
 
 SERVE_EPILOG = (
     "Example: PLIVO_AUTH_TOKEN=... pstream serve --record calls/ --play greeting.wav\n\n"
     "Then, in another terminal: pstream simulate ws://127.0.0.1:8080/stream\n\n"
     "Live with a real number: NGROK_AUTHTOKEN=... pstream serve --ngrok, then set the "
-    "number's Answer URL to the printed /answer URL."
+    "number's Answer URL to the printed /answer URL, or let --app APP_ID do it (and undo it).\n\n"
+    "Example: pstream serve --ngrok --app 12345678901234567, then: pstream call +14155550100 "
+    "--from +14155550199"
 )
 
 
@@ -97,6 +102,30 @@ def serve(
     speak: str | None = typer.Option(
         None, "--speak", help="Text Plivo speaks before the stream starts.", rich_help_panel=ANSWER
     ),
+    app_id: str | None = typer.Option(
+        None,
+        "--app",
+        metavar="APP_ID",
+        help="Point this Plivo Application's answer_url at serve's public /answer (POST) while "
+        "serve runs, and put the original back on exit. Needs --ngrok or --public-url.",
+        show_default=False,
+        rich_help_panel=APPLICATION,
+    ),
+    keep_app: bool = typer.Option(
+        False,
+        "--keep-app",
+        help="With --app: leave the Application pointing at serve after exit.",
+        rich_help_panel=APPLICATION,
+    ),
+    restore_app: bool = typer.Option(
+        False,
+        "--restore-app",
+        help="Put back the answer_url of Applications a serve that died left rewired (only "
+        "--app's when given), then exit without serving.",
+        rich_help_panel=APPLICATION,
+    ),
+    auth_id: str | None = AUTH_ID_OPTION,
+    api_url: str | None = API_URL_OPTION,
 ) -> None:
     """Run a local WebSocket stream server that validates, shows and records Plivo streams."""
     import asyncio
@@ -107,6 +136,9 @@ def serve(
     from plivo_stream_cli.server import ServeConfig, StreamServer
 
     token = resolve_token(auth_token, required=False)
+    rewire = _application(
+        app_id, keep_app, restore_app, auth_id, token, api_url, ngrok or bool(public_url)
+    )
     answer = stream_options_from_flags(
         "wss://placeholder.invalid/stream",
         bidirectional=bidirectional,
@@ -147,8 +179,12 @@ def serve(
             from plivo_stream_cli.tunnel import go_public
 
             ui.banner[1:1] = await go_public(srv, tunnel)
+        if rewire is not None and srv.config.public_url:
+            await asyncio.to_thread(rewire.apply, srv.config.public_url)
 
     async def stopping() -> None:
+        if rewire is not None:  # before the tunnel closes: Plivo must not call a dead URL
+            await asyncio.to_thread(rewire.restore)
         if tunnel is not None:
             await asyncio.to_thread(tunnel.close)
 
@@ -174,6 +210,51 @@ def _tunnel(
         raise UsageError("--ngrok and --public-url both set the public URL: pick one")
     token = resolve_token(authtoken, required=False, env="NGROK_AUTHTOKEN")
     return NgrokTunnel(NgrokSettings(authtoken=token, domain=domain, region=region))
+
+
+def _application(
+    app_id: str | None,
+    keep: bool,
+    restore_only: bool,
+    auth_id: str | None,
+    token: str | None,
+    api_url: str | None,
+    public: bool,
+) -> AppRewire | None:
+    import sys
+
+    from plivo_stream_cli import application
+    from plivo_stream_cli.errors import UsageError
+
+    if app_id is not None:
+        application.check_app_id(app_id)
+    connect = application.Connection(auth_id, token, api_url)
+    if restore_only:
+        try:
+            application.restore_stale(connect, app_id)
+        finally:
+            connect.close()
+        raise typer.Exit(0)
+    if keep and app_id is None:
+        raise UsageError("--keep-app goes with --app APP_ID")
+    if app_id is not None and not public:
+        raise UsageError(
+            "--app needs the public URL Plivo will call: add --ngrok or --public-url https://..."
+        )
+    ask = _ask if sys.stdin.isatty() else None
+    return application.for_serve(connect, app_id, keep=keep, ask=ask)
+
+
+def _ask(question: str) -> bool:
+    from rich.prompt import Confirm
+    from rich.text import Text
+
+    from plivo_stream_cli import output
+
+    try:  # on stderr: stdout may be the --json feed
+        return Confirm.ask(Text(question), console=output.console(stderr=True), default=True)
+    except EOFError:
+        return False
 
 
 def _record_dir(record: Path | None) -> Path | None:
