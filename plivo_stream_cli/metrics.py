@@ -1,19 +1,197 @@
-"""What a simulated call measured: the summary `simulate` prints, and the latency metrics.
+"""What simulated calls measured: per-call latency metrics, percentiles, thresholds, summaries.
 
-Pure: works on a `CallReport`'s timeline (seconds since the call began), never on sockets.
+Pure: works on `CallReport` timelines (seconds since the stream opened, on the simulator's
+monotonic clock), never on sockets. All durations are wall-clock milliseconds; with `--speed N`
+the caller's audio and playback run N times faster, so gate latency at speed 1.
+
+The metrics, per call:
+
+- `first_audio_ms` — time to first audio: the first `playAudio` received at or after the end of the
+  caller's speech, minus that end (`report.speech_end`: when the last frame louder than -50 dBFS
+  was sent, or the last frame of an audio without speech). None when the bot never answered.
+- `reply_gaps_ms` — silences inside the bot's replies. Each `playAudio` (arrival `t`, duration `d`)
+  is played the way Plivo plays its queue: from `max(t, end of the audio queued before it)` for
+  `d`. A gap is the time a `playAudio` arrived after the queue had run dry, `t - end`, counted
+  when at least `GAP_MIN_MS`. Replies are split at the end of the caller's speech, at barge-in and
+  at each `clearAudio`; the silence between two replies is not a gap.
+- `checkpoint_ms` — checkpoint round trip, per confirmed checkpoint: from receiving the
+  `checkpoint` to sending its `playedStream` (the audio still queued before it, played out). What
+  the bot waits for after sending a checkpoint, minus the network both ways. Checkpoints dropped
+  by a clear are counted in `checkpoints_unconfirmed`.
+- `clear_ms` — with barge-in: from the first frame of the caller talking over the reply to the
+  first `clearAudio` after it. None when the bot never cleared.
+- `barge_in_audio_ms` — with barge-in: seconds of `playAudio` the bot sent (received at or after
+  the barge-in began), in ms of audio: what it kept sending after the caller started talking.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import statistics
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plivo_stream_cli.simulator import CallReport
 
 SCHEMA_VERSION = 1
+GAP_MIN_MS = 10.0  # shorter underruns are network jitter a real jitter buffer absorbs
+METRICS = ("first_audio_ms", "reply_gaps_ms", "checkpoint_ms", "clear_ms", "barge_in_audio_ms")
+PERCENTILES = (50, 90, 99)
 
 
-def summarize(report: Any) -> dict[str, Any]:
-    """The summary of one call as a JSON-ready dict (`--json` prints it as is)."""
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def first_audio_ms(report: CallReport) -> float | None:
+    """Time to first audio (see the module docstring)."""
+    if report.speech_end is None:
+        return None
+    first = next(
+        (e.t for e in report.timeline if e.kind == "play" and e.t >= report.speech_end), None
+    )
+    return None if first is None else _ms(first - report.speech_end)
+
+
+def reply_gaps_ms(report: CallReport) -> list[float]:
+    """Silences inside the bot's replies, in arrival order (see the module docstring)."""
+    fmt, speed = report.media_format, max(report.speed, 1e-6)
+    breaks = deque(sorted(t for t in (report.speech_end, report.barge_in_started) if t is not None))
+    gaps: list[float] = []
+    end: float | None = None  # when the audio queued so far has played out
+    for event in report.timeline:
+        while breaks and breaks[0] <= event.t:
+            breaks.popleft()
+            end = None
+        if event.kind == "clear":
+            end = None
+        elif event.kind == "play":
+            if end is not None and (event.t - end) * 1000 >= GAP_MIN_MS:
+                gaps.append(_ms(event.t - end))
+            end = max(end if end is not None else event.t, event.t)
+            end += fmt.seconds(event.nbytes) / speed
+    return gaps
+
+
+def checkpoint_ms(report: CallReport) -> list[float]:
+    """Checkpoint round trips, in confirmation order (see the module docstring)."""
+    waiting: dict[str, deque[float]] = {}
+    trips: list[float] = []
+    for event in report.timeline:
+        if event.kind == "checkpoint":
+            waiting.setdefault(event.detail, deque()).append(event.t)
+        elif event.kind == "played" and waiting.get(event.detail):
+            trips.append(_ms(event.t - waiting[event.detail].popleft()))
+    return trips
+
+
+def clear_ms(report: CallReport) -> float | None:
+    """Barge-in to clearAudio (see the module docstring)."""
+    began = report.barge_in_started
+    if began is None:
+        return None
+    clear = next((e.t for e in report.timeline if e.kind == "clear" and e.t >= began), None)
+    return None if clear is None else _ms(clear - began)
+
+
+def barge_in_audio_ms(report: CallReport) -> float | None:
+    """Audio the bot sent after the barge-in began (see the module docstring)."""
+    began = report.barge_in_started
+    if began is None:
+        return None
+    sent = sum(e.nbytes for e in report.timeline if e.kind == "play" and e.t >= began)
+    return _ms(report.media_format.seconds(sent))
+
+
+def call_metrics(report: CallReport) -> dict[str, Any]:
+    """Every metric of one call."""
+    confirmed = len(report.checkpoints_confirmed)
     return {
-        "schema_version": SCHEMA_VERSION,
+        "first_audio_ms": first_audio_ms(report),
+        "reply_gaps_ms": reply_gaps_ms(report),
+        "checkpoint_ms": checkpoint_ms(report),
+        "checkpoints_unconfirmed": len(report.checkpoints_received) - confirmed,
+        "clear_ms": clear_ms(report),
+        "barge_in_audio_ms": barge_in_audio_ms(report),
+    }
+
+
+def stats(values: Sequence[float]) -> dict[str, float | int | None]:
+    """count, p50, p90, p99 (linear interpolation between the closest ranks) and max."""
+    out: dict[str, float | int | None] = {"count": len(values)}
+    if not values:
+        return out | {f"p{p}": None for p in PERCENTILES} | {"max": None}
+    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else None
+    for p in PERCENTILES:
+        out[f"p{p}"] = round(cuts[p - 1], 1) if cuts else values[0]
+    out["max"] = max(values)
+    return out
+
+
+def aggregate(per_call: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | int | None]]:
+    """Percentiles of each metric over calls (list metrics pool every value of every call)."""
+    result = {}
+    for name in METRICS:
+        values: list[float] = []
+        for metrics in per_call:
+            value = metrics.get(name)
+            if isinstance(value, list):
+                values.extend(value)
+            elif value is not None:
+                values.append(value)
+        result[name] = stats(values)
+    return result
+
+
+@dataclass(frozen=True)
+class Check:
+    """A threshold: every call's `metric` must be measured and at most `limit` ms."""
+
+    metric: str
+    limit: float
+    worst: float | None
+    missing: int  # calls where the metric could not be measured
+    calls: int
+
+    @property
+    def passed(self) -> bool:
+        return self.missing == 0 and self.worst is not None and self.worst <= self.limit
+
+    def describe(self) -> str:
+        if self.missing:
+            what = {
+                "first_audio_ms": "no reply after the caller's speech",
+                "clear_ms": "no clearAudio after the barge-in",
+            }
+            reason = what.get(self.metric, f"{self.metric} not measured")
+            return f"{self.metric}: {reason} in {self.missing} of {self.calls} calls"
+        verdict = "<=" if self.passed else ">"
+        return f"{self.metric}: worst {self.worst:g} ms {verdict} limit {self.limit:g} ms"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "max": self.limit,
+            "worst": self.worst,
+            "missing": self.missing,
+            "passed": self.passed,
+        }
+
+
+def check(per_call: Sequence[dict[str, Any]], metric: str, limit: float) -> Check:
+    """Hold every call's `metric` to `limit` ms."""
+    values = [m.get(metric) for m in per_call]
+    measured = [v for v in values if v is not None]
+    return Check(
+        metric, limit, max(measured, default=None), len(values) - len(measured), len(values)
+    )
+
+
+def summarize(report: CallReport) -> dict[str, Any]:
+    """The summary of one call as a JSON-ready dict, its metrics included."""
+    return {
         "call_id": report.call_id,
         "stream_id": report.stream_id,
         "content_type": report.media_format.content_type,
@@ -30,4 +208,49 @@ def summarize(report: Any) -> dict[str, Any]:
         "violations": report.violations,
         "warnings": report.warnings,
         "duration_s": round(report.duration, 3),
+        "metrics": call_metrics(report),
     }
+
+
+def run_summary(reports: Sequence[CallReport], checks: Sequence[Check] = ()) -> dict[str, Any]:
+    """The `--json` document of a run of one or more calls."""
+    calls = [summarize(r) for r in reports]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "passed": all(c.passed for c in checks),
+        "checks": [c.to_dict() for c in checks],
+        "metrics": aggregate([c["metrics"] for c in calls]),
+        "calls": calls,
+    }
+
+
+def render_text(summary: dict[str, Any]) -> list[str]:
+    """The human form of `run_summary`: one call's fields, or a percentile table for many."""
+    calls = summary["calls"]
+    if len(calls) == 1:
+        lines = _call_lines(calls[0])
+    else:
+        lines = [f"{len(calls)} calls"]
+        header = f"{'metric':<20}{'count':>7}" + "".join(
+            f"{k:>9}" for k in ("p50", "p90", "p99", "max")
+        )
+        lines.append(header)
+        for name, row in summary["metrics"].items():
+            cells = "".join(f"{_num(row.get(k)):>9}" for k in ("p50", "p90", "p99", "max"))
+            lines.append(f"{name:<20}{row['count']:>7}{cells}")
+    return lines
+
+
+def _call_lines(call: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, value in call.items():
+        if key != "metrics" and value not in (None, [], ""):
+            lines.append(f"{key:<24} {value}")
+    for key, value in call["metrics"].items():
+        if value not in (None, []) and not (key == "checkpoints_unconfirmed" and value == 0):
+            lines.append(f"{key:<24} {value}")
+    return lines
+
+
+def _num(value: object) -> str:
+    return "-" if value is None else f"{value:g}"

@@ -1,10 +1,16 @@
 """`pstream simulate`'s engine: plays Plivo's side of a stream against any WebSocket server.
 
 Opens the upgrade signed as Plivo signs it, sends `start`, streams `media` in 20 ms frames paced in
-real time (or `speed` times faster), sends DTMF at given offsets, and behaves like Plivo's
-playback: `playAudio` is queued and played at the caller's pace, a `checkpoint` is answered with
-`playedStream` once the audio before it has played, `clearAudio` drops the queue and is answered
-with `clearedAudio`. Everything is timed so latency metrics can be derived from the report.
+real time (or `speed` times faster), sends DTMF at given offsets, can talk over the bot's reply
+(barge-in), and behaves like Plivo's playback: `playAudio` is queued and played at the caller's
+pace, a `checkpoint` is answered with `playedStream` once the audio before it has played,
+`clearAudio` drops the queue and is answered with `clearedAudio`. Everything is timed so the
+latency metrics (`metrics`) can be derived from the report.
+
+Two layers: `PlivoCall` is Plivo's side of one open stream (timeline, sequence numbers, playback,
+answers to the server); a *script* drives what the caller sends. `run_call` runs the WAV-driven
+script of `simulate`; `replay` runs a capture-driven one through the same `open_stream` and
+`converse`.
 
 Usable as a library: `await run_call(SimulateConfig(url=...))` returns a `CallReport`.
 """
@@ -15,12 +21,14 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from plivo_stream_cli import codec
+from plivo_stream_cli import codec, synth
 from plivo_stream_cli.errors import ConfigError, NetworkError, UsageError
 from plivo_stream_cli.events import (
     Checkpoint,
@@ -42,6 +50,7 @@ from plivo_stream_cli.session import PlaybackQueue
 from plivo_stream_cli.signature import sign_headers
 
 POLICY_VIOLATION = 1008
+SPEECH_DBFS = -50.0  # a caller frame louder than this is speech
 
 
 @dataclass
@@ -58,7 +67,8 @@ class SimulateConfig:
     send_stop: bool = False
     linger: float = 1.0  # seconds to keep the call up after the caller's audio ends
     barge_in_at: float | None = None  # seconds into the bot's reply to talk over it
-    barge_in_audio: bytes = b""
+    barge_in_audio: bytes = b""  # what the caller says then (default: the built-in clip)
+    reply_timeout: float = 30.0  # seconds to wait for a reply before giving up the barge-in
     call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     account_id: str = "MAPSTREAMSIMULATOR00"
@@ -76,11 +86,12 @@ class TimedEvent:
 
 @dataclass
 class CallReport:
-    """What happened during one simulated call."""
+    """What happened during one simulated call; times are seconds since the stream opened."""
 
     call_id: str
     stream_id: str
     media_format: MediaFormat
+    speed: float = 1.0
     frames_sent: int = 0
     bytes_sent: int = 0
     dtmf_sent: list[str] = field(default_factory=list)
@@ -95,8 +106,10 @@ class CallReport:
     close_code: int | None = None
     close_reason: str = ""
     closed_by_server: bool = False
-    speech_end: float | None = None  # t of the caller's last non-silent frame
-    barge_in_started: float | None = None
+    # When the caller's last speech frame was sent (a frame is sent as its 20 ms of audio ends,
+    # as Plivo does), or the last frame of audio that holds no speech; barge-in audio excluded.
+    speech_end: float | None = None
+    barge_in_started: float | None = None  # when the first barge-in frame was sent
     timeline: list[TimedEvent] = field(default_factory=list)
     duration: float = 0.0
 
@@ -112,22 +125,32 @@ class CallReport:
         return [e.t for e in self.timeline if e.kind == kind]
 
 
-class _Call:
-    """The running state of one simulated call."""
+class PlivoCall:
+    """Plivo's side of one open stream, whatever drives the caller.
 
-    def __init__(self, config: SimulateConfig, ws: ClientConnection) -> None:
-        self.config = config
+    Owns the clock, the sequence numbers and the timeline; receives the server's messages, plays
+    the queued audio at the caller's pace, confirms checkpoints and answers clears. A script
+    sends the caller's events through `send` and marks what it did.
+    """
+
+    def __init__(self, ws: ClientConnection, report: CallReport) -> None:
         self.ws = ws
-        self.fmt = config.media_format
-        self.report = CallReport(config.call_id, config.stream_id, self.fmt)
+        self.report = report
+        self.fmt = report.media_format
         self.queue = PlaybackQueue()
         self.seq = 0
-        self.chunk = 0
         self.t0 = time.monotonic()
         self.t0_ms = int(time.time() * 1000)
         self.done = asyncio.Event()
         self.send_lock = asyncio.Lock()
-        self.interval = FRAME_MS / 1000 / max(config.speed, 1e-6)
+        self.interval = FRAME_MS / 1000 / max(report.speed, 1e-6)
+        self._pending_clears = 0
+        self._generation = 0  # counts clears, so a frame cut short confirms nothing
+        self._wake = asyncio.Event()  # audio or a checkpoint arrived
+
+    @property
+    def stream_id(self) -> str:
+        return self.report.stream_id
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -143,94 +166,21 @@ class _Call:
         self.seq += 1
         return self.seq
 
-    # ------------------------------------------------------------ caller -> server
-
-    async def send_start(self) -> None:
-        c = self.config
-        start = Start(
-            c.call_id,
-            c.stream_id,
-            c.account_id,
-            c.tracks,
-            self.fmt,
-            c.extra_headers,
-            self.next_seq(),
-        )
-        await self.send(start.to_json())
-        self.mark("start")
-
-    async def send_media(self) -> None:
-        """Stream the caller's audio (and DTMF) on an absolute 20 ms schedule."""
-        frames = codec.frames(self.config.audio, self.fmt) if self.config.audio else []
-        dtmf = sorted(self.config.dtmf, key=lambda d: d[1])
-        barge = self._barge_frames()
-        index = 0
-        while index < len(frames) or dtmf or barge is not None:
-            frame_time = index * FRAME_MS / 1000
-            while dtmf and dtmf[0][1] <= frame_time:
-                await self._send_dtmf(dtmf.pop(0)[0])
-            if index < len(frames):
-                await self._send_frame(frames[index], index)
-            elif barge is not None and await self._maybe_barge(barge, index):
-                barge = None
-                continue
-            elif not dtmf and barge is None:
-                break
-            index += 1
-            await self._sleep_until(index * self.interval)
-        self.mark("caller-done")
-
-    def _barge_frames(self) -> list[bytes] | None:
-        if self.config.barge_in_at is None:
-            return None
-        audio = self.config.barge_in_audio or codec.silence(self.fmt, self.fmt.frame_bytes(500))
-        return codec.frames(audio, self.fmt)
-
-    async def _maybe_barge(self, barge: list[bytes], index: int) -> bool:
-        """After the caller's audio: once the bot has replied for barge_in_at s, talk over it."""
-        assert self.config.barge_in_at is not None
-        firsts = self.report.times("play")
-        if not firsts:
-            if index * FRAME_MS / 1000 > len(self.config.audio) / self.fmt.bytes_per_second + 30:
-                self.report.warnings.append("no reply within 30 s: barge-in skipped")
-                return True
-            return False
-        if self.now() < firsts[0] + self.config.barge_in_at / self.config.speed:
-            return False
-        self.report.barge_in_started = self.now()
-        self.mark("barge-in")
-        for offset, frame in enumerate(barge):
-            await self._send_frame(frame, index + offset)
-            await self._sleep_until((index + offset + 1) * self.interval)
-        return True
-
-    async def _send_frame(self, frame: bytes, index: int) -> None:
-        self.chunk += 1
-        media = Media(
-            self.config.stream_id,
-            "inbound",
-            str(self.t0_ms + index * FRAME_MS),
-            frame,
-            self.chunk,
-            self.next_seq(),
-        )
-        await self.send(media.to_json())
-        self.report.frames_sent += 1
-        self.report.bytes_sent += len(frame)
-        if codec.level_dbfs(codec.decode(frame, self.fmt)) > -50.0:
-            self.report.speech_end = self.now() + self.interval
-
-    async def _send_dtmf(self, digit: str) -> None:
-        stamp = str(int(time.time() * 1000))
-        dtmf = Dtmf(self.config.stream_id, digit, "inbound", stamp, self.next_seq())
-        await self.send(dtmf.to_json())
-        self.report.dtmf_sent.append(digit)
-        self.mark("dtmf", digit)
-
-    async def _sleep_until(self, t: float) -> None:
+    async def sleep_until(self, t: float) -> None:
         delay = t - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    def sent_media(self, nbytes: int, *, speech: bool | None) -> None:
+        """Count a caller frame just sent; `speech` None means barge-in audio (not the turn)."""
+        self.report.frames_sent += 1
+        self.report.bytes_sent += nbytes
+        if speech:
+            self.report.speech_end = self.now()
+
+    def sent_dtmf(self, digit: str) -> None:
+        self.report.dtmf_sent.append(digit)
+        self.mark("dtmf", digit)
 
     # ------------------------------------------------------------ server -> caller
 
@@ -243,8 +193,6 @@ class _Call:
             pass
         finally:
             self.done.set()
-
-    _pending_clears = 0
 
     def _on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -260,10 +208,12 @@ class _Call:
         elif isinstance(event, Checkpoint):
             self.report.checkpoints_received.append(event.name)
             self.queue.add_checkpoint(event.name)
+            self._wake.set()
             self.mark("checkpoint", event.name)
         elif isinstance(event, ClearAudio):
             self.report.clears += 1
             dropped = self.queue.clear()
+            self._generation += 1
             self.mark("clear", nbytes=dropped)
             self._pending_clears += 1
         elif isinstance(event, SendDtmf):
@@ -286,6 +236,7 @@ class _Call:
         self.report.play_messages += 1
         self.report.received_audio += event.payload
         self.queue.add_audio(event.payload)
+        self._wake.set()
         self.mark("play", nbytes=len(event.payload))
 
     def _violation(self, message: str) -> None:
@@ -295,41 +246,175 @@ class _Call:
     async def _flush_clear(self) -> None:
         while self._pending_clears:
             self._pending_clears -= 1
-            cleared = ClearedAudio(self.config.stream_id, self.next_seq())
+            cleared = ClearedAudio(self.stream_id, self.next_seq())
             with contextlib.suppress(ConnectionClosed):
                 await self.send(cleared.to_json())
 
     async def play_out(self) -> None:
-        """Consume the playback queue at the caller's pace and confirm checkpoints."""
-        frame = self.fmt.frame_bytes()
-        tick = 0
-        while not self.done.is_set():
-            played, reached = self.queue.play(frame)
-            self.report.played_audio += played
-            for name in reached:
-                confirm = PlayedStream(self.config.stream_id, name, self.next_seq())
-                with contextlib.suppress(ConnectionClosed):
-                    await self.send(confirm.to_json())
-                self.report.checkpoints_confirmed.append(name)
-                self.mark("played", name)
-            tick += 1
-            await self._sleep_until(tick * self.interval)
+        """Play the queue at the caller's pace and confirm each checkpoint as its audio ends.
 
-    async def hang_up(self) -> None:
-        if self.config.send_stop:
+        Like Plivo, playback starts as soon as audio arrives at an idle queue and runs one
+        frame per 20 ms (scaled by speed) while audio is queued; a checkpoint is confirmed when
+        the frame holding the end of the audio before it has finished playing.
+        """
+        frame = self.fmt.frame_bytes()
+        while True:
+            await self._confirm(self.queue.play(0)[1])  # nothing left to play ahead of these
+            if not self.queue.queued_bytes:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            began, ticks = self.now(), 0
+            while self.queue.queued_bytes:
+                generation = self._generation
+                played, reached = self.queue.play(frame)
+                self.report.played_audio += played
+                ticks += 1
+                await self.sleep_until(began + ticks * self.interval)
+                if generation == self._generation:  # a clear meanwhile drops these
+                    await self._confirm(reached)
+
+    async def _confirm(self, names: list[str]) -> None:
+        for name in names:
+            confirm = PlayedStream(self.stream_id, name, self.next_seq())
             with contextlib.suppress(ConnectionClosed):
-                await self.send(Stop(self.config.stream_id, self.next_seq()).to_json())
+                await self.send(confirm.to_json())
+            self.report.checkpoints_confirmed.append(name)
+            self.mark("played", name)
+
+    async def hang_up(self, send_stop: bool) -> None:
+        if send_stop:
+            with contextlib.suppress(ConnectionClosed):
+                await self.send(Stop(self.stream_id, self.next_seq()).to_json())
         await self.ws.close()
+
+
+Script = Callable[[PlivoCall], Awaitable[None]]
+
+
+class _WavCaller:
+    """The script of `simulate`: start, the caller's audio and DTMF, then an optional barge-in."""
+
+    def __init__(self, config: SimulateConfig) -> None:
+        self.config = config
+        self.fmt = config.media_format
+        self.chunk = 0
+
+    async def __call__(self, call: PlivoCall) -> None:
+        c = self.config
+        start = Start(
+            c.call_id,
+            c.stream_id,
+            c.account_id,
+            c.tracks,
+            self.fmt,
+            c.extra_headers,
+            call.next_seq(),
+        )
+        await call.send(start.to_json())
+        call.mark("start")
+        index = await self._speak(call)
+        if c.barge_in_at is not None:
+            await self._barge_in(call, index, c.barge_in_at)
+        call.mark("caller-done")
+
+    async def _speak(self, call: PlivoCall) -> int:
+        """Stream the caller's audio (and DTMF) on an absolute 20 ms schedule; returns frames."""
+        frames = codec.frames(self.config.audio, self.fmt) if self.config.audio else []
+        speech = [_is_speech(f, self.fmt) for f in frames]
+        if frames and not any(speech):
+            speech[-1] = True  # no speech at all: the turn ends with the audio
+        dtmf = sorted(self.config.dtmf, key=lambda d: d[1])
+        index = 0
+        while index < len(frames) or dtmf:
+            while dtmf and dtmf[0][1] <= index * FRAME_MS / 1000:
+                await self._send_dtmf(call, dtmf.pop(0)[0])
+            if index < len(frames):
+                await self._send_frame(call, frames[index], index, speech[index])
+            index += 1
+            await call.sleep_until(index * call.interval)
+        return index
+
+    async def _barge_in(self, call: PlivoCall, index: int, at: float) -> None:
+        """Send silence until `at` s into the bot's reply, then talk over it."""
+        silent = codec.silence(self.fmt, self.fmt.frame_bytes())
+        give_up = call.now() + self.config.reply_timeout / self.config.speed
+        while True:
+            begun = reply_started(call.report)
+            if begun is not None and call.now() >= begun + at / self.config.speed:
+                break
+            if call.now() > give_up or call.done.is_set():
+                call.report.warnings.append(
+                    f"no reply within {self.config.reply_timeout:g} s: barge-in skipped"
+                )
+                return
+            await self._send_frame(call, silent, index, False)
+            index += 1
+            await call.sleep_until(index * call.interval)
+        audio = self.config.barge_in_audio or synth.default_caller_audio(self.fmt)
+        call.report.barge_in_started = call.now()
+        call.mark("barge-in")
+        for frame in codec.frames(audio, self.fmt):
+            await self._send_frame(call, frame, index, None)
+            index += 1
+            await call.sleep_until(index * call.interval)
+
+    async def _send_frame(
+        self, call: PlivoCall, frame: bytes, index: int, speech: bool | None
+    ) -> None:
+        self.chunk += 1
+        stamp = str(call.t0_ms + index * FRAME_MS)
+        media = Media(self.config.stream_id, "inbound", stamp, frame, self.chunk, call.next_seq())
+        await call.send(media.to_json())
+        call.sent_media(len(frame), speech=speech)
+
+    async def _send_dtmf(self, call: PlivoCall, digit: str) -> None:
+        stamp = str(int(time.time() * 1000))
+        dtmf = Dtmf(self.config.stream_id, digit, "inbound", stamp, call.next_seq())
+        await call.send(dtmf.to_json())
+        call.sent_dtmf(digit)
+
+
+def _is_speech(frame: bytes, fmt: MediaFormat) -> bool:
+    return codec.level_dbfs(codec.decode(frame, fmt)) > SPEECH_DBFS
+
+
+def reply_started(report: CallReport) -> float | None:
+    """When the bot's reply began: the first `playAudio` at or after the caller's speech ended
+    (the first one at all when the caller said nothing)."""
+    after = report.speech_end if report.speech_end is not None else float("-inf")
+    return next((e.t for e in report.timeline if e.kind == "play" and e.t >= after), None)
 
 
 async def run_call(config: SimulateConfig) -> CallReport:
     """Run one simulated call to the end and report it."""
-    headers = _upgrade_headers(config)
+    ws = await open_stream(config.url, config.auth_token, config.open_timeout)
+    report = CallReport(config.call_id, config.stream_id, config.media_format, speed=config.speed)
+    call = PlivoCall(ws, report)
+    return await converse(
+        call, _WavCaller(config), linger=config.linger, send_stop=config.send_stop
+    )
+
+
+async def run_calls(configs: list[SimulateConfig], concurrency: int = 1) -> list[CallReport]:
+    """Run several calls, at most `concurrency` at a time; reports come back in order."""
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(config: SimulateConfig) -> CallReport:
+        async with gate:
+            return await run_call(config)
+
+    return list(await asyncio.gather(*(one(c) for c in configs)))
+
+
+async def open_stream(url: str, auth_token: str | None, open_timeout: float) -> ClientConnection:
+    """Open the WebSocket as Plivo does (signed when a token is given); errors are one line."""
+    headers = _upgrade_headers(url, auth_token)
     try:
-        ws = await connect(
-            config.url,
+        return await connect(
+            url,
             additional_headers=headers,
-            open_timeout=config.open_timeout,
+            open_timeout=open_timeout,
             max_size=None,
             ping_interval=None,
             compression=None,
@@ -337,20 +422,25 @@ async def run_call(config: SimulateConfig) -> CallReport:
     except InvalidStatus as exc:
         status = exc.response.status_code
         cls = ConfigError if status in (401, 403) else NetworkError
-        raise cls(f"{config.url} refused the WebSocket upgrade with HTTP {status}") from None
+        raise cls(f"{url} refused the WebSocket upgrade with HTTP {status}") from None
     except InvalidHandshake as exc:
-        raise NetworkError(f"{config.url}: WebSocket handshake failed: {exc}") from None
+        raise NetworkError(f"{url}: WebSocket handshake failed: {exc}") from None
     except (OSError, asyncio.TimeoutError) as exc:
-        raise NetworkError(f"cannot connect to {config.url}: {_reason(exc)}") from None
-    call = _Call(config, ws)
+        raise NetworkError(f"cannot connect to {url}: {_reason(exc)}") from None
+
+
+async def converse(
+    call: PlivoCall, script: Script, *, linger: float, send_stop: bool = False
+) -> CallReport:
+    """Run `script` as the caller while answering the server; linger, hang up, report."""
+    ws = call.ws
     receiver = asyncio.ensure_future(call.receive())
     player = asyncio.ensure_future(call.play_out())
     try:
         with contextlib.suppress(ConnectionClosed):
-            await call.send_start()
-            await call.send_media()
-            await _wait_or_done(call, config.linger / max(config.speed, 1e-6))
-            await call.hang_up()
+            await script(call)
+            await _wait_or_done(call, linger / max(call.report.speed, 1e-6))
+            await call.hang_up(send_stop)
         await asyncio.wait_for(asyncio.shield(receiver), 5)
     finally:
         player.cancel()
@@ -368,7 +458,7 @@ async def run_call(config: SimulateConfig) -> CallReport:
     return report
 
 
-async def _wait_or_done(call: _Call, seconds: float) -> None:
+async def _wait_or_done(call: PlivoCall, seconds: float) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(call.done.wait(), seconds)
 
@@ -381,18 +471,29 @@ def _closed_by_server(ws: ClientConnection) -> bool:
     return bool(ws.protocol.close_rcvd_then_sent) or sent is None
 
 
-def _upgrade_headers(config: SimulateConfig) -> dict[str, str]:
-    if not config.url.startswith(("ws://", "wss://")):
-        raise UsageError(f"URL must start with ws:// or wss://, got {config.url!r}")
-    if not config.auth_token:
+def _upgrade_headers(url: str, auth_token: str | None) -> dict[str, str]:
+    if not url.startswith(("ws://", "wss://")):
+        raise UsageError(f"URL must start with ws:// or wss://, got {url!r}")
+    if not auth_token:
         return {}
-    return sign_headers(config.url, config.auth_token)
+    return sign_headers(url, auth_token)
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def save_reply(path: Path, report: CallReport) -> None:
+    """Write the audio the server sent (every playAudio payload, decoded) to a WAV file."""
+    from plivo_stream_cli.audiofile import write_wav
+
+    fmt = report.media_format
+    try:
+        write_wav(path, codec.decode(bytes(report.received_audio), fmt), fmt.sample_rate)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def parse_dtmf_schedule(text: str) -> list[tuple[str, float]]:

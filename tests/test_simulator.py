@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 from websockets.asyncio.server import ServerConnection, serve
 
-from plivo_stream_cli import codec, synth
+from plivo_stream_cli import codec, metrics, simulator, synth
+from plivo_stream_cli.audiofile import write_wav
+from plivo_stream_cli.cli import app
 from plivo_stream_cli.errors import NetworkError, UsageError
 from plivo_stream_cli.events import Checkpoint, ClearAudio, PlayAudio
 from plivo_stream_cli.formats import L16_16K, MULAW_8K
@@ -112,7 +118,7 @@ def test_checkpoint_is_confirmed_only_after_its_audio_played() -> None:
                 await ws.send(PlayAudio(MULAW_8K, reply).to_json())
                 await ws.send(Checkpoint(sid, "done").to_json())
 
-    config = SimulateConfig(url="", audio=b"", linger=1.5)
+    config = SimulateConfig(url="", audio=b"", linger=0.8)
     report, got = run(with_bot(bot, config))
     assert report.checkpoints_confirmed == ["done"]
     played = [m for m in got if m["event"] == "playedStream"]
@@ -138,7 +144,7 @@ def test_clear_audio_drops_the_queue_and_is_answered() -> None:
                 await asyncio.sleep(0.3)
                 await ws.send(ClearAudio(sid).to_json())
 
-    config = SimulateConfig(url="", audio=b"", linger=1.0)
+    config = SimulateConfig(url="", audio=b"", linger=0.6)
     report, got = run(with_bot(bot, config))
     assert report.clears == 1
     assert [m["event"] for m in got].count("clearedAudio") == 1
@@ -192,3 +198,218 @@ def test_dtmf_schedule(text: str, expected: list[tuple[str, float]]) -> None:
 def test_bad_dtmf_schedule(text: str) -> None:
     with pytest.raises(UsageError, match="--dtmf"):
         parse_dtmf_schedule(text)
+
+
+# ---------------------------------------------------------------- latency metrics against bots
+# Each bot answers after a known delay; the simulator must measure it within 20 ms.
+
+ANSWER_DELAY = 0.300  # the bot replies this long after the caller's last speech frame
+CLEAR_DELAY = 0.150  # the bot clears this long after the caller starts talking over it
+SPEECH_FRAMES = 20
+CALLER = codec.encode(synth.tone(440, 0.4, 8000) + synth.silence(0.1, 8000), MULAW_8K)
+BARGE = codec.encode(synth.tone(300, 0.2, 8000), MULAW_8K)
+REPLY = codec.encode(synth.tone(660, 2.0, 8000), MULAW_8K)
+FRAME = MULAW_8K.frame_bytes()
+
+
+def loud(message: dict[str, Any]) -> bool:
+    frame = codec.decode(codec_bytes(message), MULAW_8K)
+    return codec.level_dbfs(frame) > -50
+
+
+class TimedBot:
+    """Replies ANSWER_DELAY after the caller's speech, in 20 ms chunks at real-time pace;
+    with `clears`, stops and sends clearAudio CLEAR_DELAY after the caller talks over it."""
+
+    def __init__(self, *, clears: bool = False, paced: bool = True) -> None:
+        self.clears = clears
+        self.paced = paced
+
+    async def __call__(self, ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        speech = 0
+        replying: asyncio.Task[None] | None = None
+        async for message in ws:
+            event = json.loads(message)
+            received.append(event)
+            if event["event"] != "media" or not loud(event):
+                continue
+            speech += 1
+            if speech == SPEECH_FRAMES:
+                replying = loop.create_task(self.reply(ws))
+            elif replying is not None and self.clears:
+                await asyncio.sleep(CLEAR_DELAY)
+                replying.cancel()
+                await ws.send(ClearAudio(event["streamId"]).to_json())
+                return await recorder_bot(ws, received)
+
+    async def reply(self, ws: ServerConnection) -> None:
+        await asyncio.sleep(ANSWER_DELAY)
+        if not self.paced:
+            await ws.send(PlayAudio(MULAW_8K, REPLY).to_json())
+            return
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for index, offset in enumerate(range(0, len(REPLY), FRAME)):
+            # one frame ahead, as a bot keeps a little audio queued
+            await asyncio.sleep(max(0.0, began + (index - 1) * 0.02 - loop.time()))
+            await ws.send(PlayAudio(MULAW_8K, REPLY[offset : offset + FRAME]).to_json())
+
+
+def test_time_to_first_audio_is_measured_within_20_ms() -> None:
+    config = SimulateConfig(url="", audio=CALLER, linger=0.5)
+    report, _ = run(with_bot(TimedBot(paced=False), config))
+    assert report.speech_end == pytest.approx(0.02 * (SPEECH_FRAMES - 1), abs=0.02)
+    first = metrics.first_audio_ms(report)
+    assert first is not None and abs(first - ANSWER_DELAY * 1000) <= 20, first
+
+
+def test_barge_in_clear_and_late_audio_are_measured_within_20_ms() -> None:
+    config = SimulateConfig(url="", audio=CALLER, barge_in_at=0.4, barge_in_audio=BARGE, linger=0.3)
+    report, got = run(with_bot(TimedBot(clears=True), config))
+    first = metrics.first_audio_ms(report)
+    assert first is not None and abs(first - ANSWER_DELAY * 1000) <= 20, first
+    reply = simulator.reply_started(report)
+    assert report.barge_in_started is not None and reply is not None
+    assert 0.4 <= report.barge_in_started - reply <= 0.45  # on the caller's next 20 ms frame
+    cleared = metrics.clear_ms(report)
+    assert cleared is not None and abs(cleared - CLEAR_DELAY * 1000) <= 20, cleared
+    late = metrics.barge_in_audio_ms(report)
+    # paced one frame ahead: what was sent between barge-in and clear, give or take a frame
+    assert late is not None and abs(late - CLEAR_DELAY * 1000) <= 40, late
+    assert [m["event"] for m in got].count("clearedAudio") == 1
+    assert metrics.reply_gaps_ms(report) == []
+
+
+def test_barge_in_audio_is_not_the_callers_turn() -> None:
+    config = SimulateConfig(url="", audio=CALLER, barge_in_at=0.1, speed=4, linger=0)
+    report, got = run(with_bot(TimedBot(paced=False), config))
+    assert report.barge_in_started is not None
+    assert report.speech_end is not None and report.speech_end < report.barge_in_started
+    clip = codec.frames(synth.default_caller_audio(MULAW_8K), MULAW_8K)
+    sent = [codec_bytes(m) for m in got if m["event"] == "media"]
+    assert sent[-len(clip) :] == clip  # the built-in clip, talked over the reply
+    speech = len(codec.frames(CALLER, MULAW_8K))
+    assert all(not any(f != 0xFF for f in frame) for frame in sent[speech : -len(clip)])
+
+
+def test_barge_in_without_a_reply_is_skipped_with_a_warning() -> None:
+    config = SimulateConfig(url="", audio=CALLER, barge_in_at=0.1, reply_timeout=0.3, linger=0)
+    report, _ = run(with_bot(recorder_bot, config))
+    assert report.barge_in_started is None
+    assert report.warnings == ["no reply within 0.3 s: barge-in skipped"]
+
+
+def test_reply_gap_and_checkpoint_round_trip_are_measured() -> None:
+    chunk = codec.encode(synth.tone(500, 0.2, 8000), MULAW_8K)
+
+    async def bot(ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+        async for message in ws:
+            event = json.loads(message)
+            if event["event"] == "start":
+                sid = event["start"]["streamId"]
+                await ws.send(PlayAudio(MULAW_8K, chunk).to_json())
+                await ws.send(PlayAudio(MULAW_8K, chunk).to_json())
+                await ws.send(Checkpoint(sid, "two").to_json())
+                await asyncio.sleep(0.7)  # the queue runs dry at 0.4 s: a 300 ms gap
+                await ws.send(PlayAudio(MULAW_8K, chunk).to_json())
+
+    report, _ = run(with_bot(bot, SimulateConfig(url="", audio=b"", linger=1.2)))
+    (gap,) = metrics.reply_gaps_ms(report)
+    assert abs(gap - 300) <= 20, gap
+    (trip,) = metrics.checkpoint_ms(report)
+    assert abs(trip - 400) <= 20, trip  # 400 ms of audio ahead of it
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+@contextlib.contextmanager
+def bot_in_thread(bot: Bot) -> Iterator[str]:
+    """Serve `bot` from its own thread and event loop, so the CLI can run in this one."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    urls: list[str] = []
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        async def handler(ws: ServerConnection) -> None:
+            await bot(ws, [])
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            urls.append(f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/stream")
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield urls[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+
+
+def simulate_cli(*args: str, audio: Path) -> Result:
+    return CliRunner().invoke(app, ["simulate", *args, "--audio", str(audio), "--linger", "0.3"])
+
+
+@pytest.fixture
+def caller_wav(tmp_path: Path) -> Path:
+    path = tmp_path / "caller.wav"
+    write_wav(path, codec.decode(CALLER, MULAW_8K), 8000)
+    write_wav(tmp_path / "barge.wav", codec.decode(BARGE, MULAW_8K), 8000)
+    return path
+
+
+def test_cli_threshold_failure_exits_8(caller_wav: Path) -> None:
+    with bot_in_thread(TimedBot(paced=False)) as url:
+        result = simulate_cli(url, "--max-first-audio-ms", "150", "--json", audio=caller_wav)
+    assert result.exit_code == 8, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema_version"] == 1 and doc["passed"] is False
+    (check,) = doc["checks"]
+    assert check["metric"] == "first_audio_ms" and check["max"] == 150
+    assert "first_audio_ms: worst" in result.stderr and "> limit 150 ms" in result.stderr
+
+
+def test_cli_thresholds_met_exit_0_with_percentiles(caller_wav: Path) -> None:
+    barge = ["--barge-in-at", "0.3", "--barge-in-audio", str(caller_wav.parent / "barge.wav")]
+    args = [*barge, "--max-first-audio-ms", "1000", "--max-clear-ms", "1000"]
+    with bot_in_thread(TimedBot(clears=True)) as url:
+        result = simulate_cli(
+            url, *args, "--repeat", "3", "--concurrency", "3", "--json", audio=caller_wav
+        )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["passed"] is True and len(doc["calls"]) == 3
+    assert len({c["call_id"] for c in doc["calls"]}) == 3
+    for name in ("first_audio_ms", "clear_ms"):
+        row = doc["metrics"][name]
+        assert row["count"] == 3 and row["p50"] <= row["p90"] <= row["p99"] <= row["max"] < 1000
+    assert "pass first_audio_ms" in result.stderr and "pass clear_ms" in result.stderr
+
+
+def test_cli_clear_threshold_fails_when_the_bot_never_clears(caller_wav: Path) -> None:
+    with bot_in_thread(TimedBot(paced=False)) as url:
+        result = simulate_cli(
+            url,
+            *("--barge-in-at", "0.2", "--barge-in-audio", str(caller_wav.parent / "barge.wav")),
+            *("--max-clear-ms", "500"),
+            audio=caller_wav,
+        )
+    assert result.exit_code == 8
+    assert "no clearAudio after the barge-in in 1 of 1 calls" in result.stderr
+    assert any(line.startswith("barge_in_audio_ms") for line in result.stdout.splitlines())
+
+
+def test_cli_clear_threshold_needs_barge_in(caller_wav: Path) -> None:
+    result = simulate_cli("ws://127.0.0.1:9/stream", "--max-clear-ms", "100", audio=caller_wav)
+    assert result.exit_code == 2 and "--max-clear-ms needs --barge-in-at" in result.stderr
+
+
+def test_help_has_an_example() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--help"])
+    assert result.exit_code == 0 and "Example: pstream simulate" in result.stdout

@@ -1,17 +1,23 @@
-"""`pstream simulate`: play Plivo's side of a call against any WebSocket server."""
+"""`pstream simulate`: play Plivo's side of one or more calls against any WebSocket server, measure
+the bot's latency, and fail (exit 8) when it misses a threshold."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
+if TYPE_CHECKING:
+    from plivo_stream_cli.metrics import Check
+    from plivo_stream_cli.simulator import CallReport
+
 SIMULATE_EPILOG = (
     "Example: pstream simulate ws://127.0.0.1:8080/stream --audio hello.wav --dtmf '5@1.5' "
-    "--record-reply reply.wav"
+    "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json"
 )
 
 
@@ -22,7 +28,7 @@ def register(app: typer.Typer) -> None:
 def simulate(
     url: str = typer.Argument(..., help="ws:// or wss:// URL of the stream server to test."),
     audio: Path | None = typer.Option(
-        None, "--audio", help="The caller's audio (any PCM WAV; converted). Default: 1 s tone."
+        None, "--audio", help="The caller's audio (any PCM WAV; converted). Default: built-in clip."
     ),
     content_type: ContentType = CONTENT_TYPE,
     auth_token: str | None = auth_token_option(),
@@ -39,6 +45,24 @@ def simulate(
     linger: float = typer.Option(
         2.0, "--linger", help="Seconds to stay on the call after the caller's audio ends."
     ),
+    barge_in_at: float | None = typer.Option(
+        None,
+        "--barge-in-at",
+        help="Talk over the bot's reply SECONDS after it begins (measures clear_ms).",
+    ),
+    barge_in_audio: Path | None = typer.Option(
+        None, "--barge-in-audio", help="What the caller says at barge-in. Default: built-in clip."
+    ),
+    max_first_audio_ms: float | None = typer.Option(
+        None, "--max-first-audio-ms", help="Exit 8 if any call's time to first audio exceeds N."
+    ),
+    max_clear_ms: float | None = typer.Option(
+        None, "--max-clear-ms", help="Exit 8 if any call's barge-in-to-clearAudio exceeds N."
+    ),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="Run N calls (fresh ids each)."),
+    concurrency: int = typer.Option(
+        1, "--concurrency", min=1, help="Run at most N of the calls at the same time."
+    ),
     record_reply: Path | None = typer.Option(
         None, "--record-reply", help="Write the audio the server sent back to this WAV."
     ),
@@ -49,17 +73,22 @@ def simulate(
 ) -> None:
     """Act as Plivo: connect (signed), send start, media and DTMF, answer checkpoints and clears."""
     import asyncio
+    import dataclasses
+    import uuid
 
+    from plivo_stream_cli.errors import UsageError
     from plivo_stream_cli.formats import MediaFormat
-    from plivo_stream_cli.metrics import summarize
-    from plivo_stream_cli.simulator import SimulateConfig, parse_dtmf_schedule, run_call
+    from plivo_stream_cli.simulator import SimulateConfig, parse_dtmf_schedule, run_calls
     from plivo_stream_cli.synth import default_caller_audio
 
+    if max_clear_ms is not None and barge_in_at is None:
+        raise UsageError("--max-clear-ms needs --barge-in-at (the caller must talk over the bot)")
+    if speed <= 0:
+        raise UsageError(f"--speed must be positive, got {speed:g}")
     fmt = MediaFormat.from_content_type(content_type.value)
-    wire = _caller_audio(audio, fmt) if audio else default_caller_audio(fmt)
     config = SimulateConfig(
         url=url,
-        audio=wire,
+        audio=_caller_audio(audio, fmt) if audio else default_caller_audio(fmt),
         media_format=fmt,
         auth_token=resolve_token(auth_token, required=False),
         speed=speed,
@@ -67,53 +96,79 @@ def simulate(
         extra_headers=extra_headers,
         send_stop=send_stop,
         linger=linger,
+        barge_in_at=barge_in_at,
+        barge_in_audio=_caller_audio(barge_in_audio, fmt) if barge_in_audio else b"",
     )
-    report = asyncio.run(run_call(config))
+    configs = [config] + [
+        dataclasses.replace(config, call_id=str(uuid.uuid4()), stream_id=str(uuid.uuid4()))
+        for _ in range(repeat - 1)
+    ]
+    reports = asyncio.run(run_calls(configs, concurrency))
     if record_reply is not None:
-        _write_reply(record_reply, report)
-    _print(summarize(report), json_out)
-    _exit_for(report, strict)
+        _write_replies(record_reply, reports)
+    limits = {"first_audio_ms": max_first_audio_ms, "clear_ms": max_clear_ms}
+    finish(reports, limits, json_out=json_out, strict=strict)
 
 
-def _caller_audio(path: Path, fmt: object) -> bytes:
+def finish(
+    reports: list[CallReport],
+    limits: dict[str, float | None],
+    *,
+    json_out: bool,
+    strict: bool,
+) -> None:
+    """Print the run's summary, then exit as the calls and the thresholds say (shared by replay)."""
+    from plivo_stream_cli import output
+    from plivo_stream_cli.errors import CheckFailed
+    from plivo_stream_cli.metrics import check, render_text, run_summary, summarize
+
+    per_call = [summarize(r)["metrics"] for r in reports]
+    checks = [check(per_call, name, limit) for name, limit in limits.items() if limit is not None]
+    summary = run_summary(reports, checks)
+    if json_out:
+        output.json_line(summary)
+    else:
+        for line in render_text(summary):
+            output.data(line)
+    _exit_for(reports, strict)
+    _report_checks(checks)
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        raise CheckFailed("; ".join(c.describe() for c in failed))
+
+
+def _report_checks(checks: list[Check]) -> None:
+    from plivo_stream_cli import output
+
+    for item in checks:
+        if item.passed:
+            output.status(f"[green]pass[/green] {item.describe()}")
+
+
+def _caller_audio(path: Path, fmt: Any) -> bytes:
     from plivo_stream_cli.audiofile import load_audio
-    from plivo_stream_cli.formats import MediaFormat
 
-    assert isinstance(fmt, MediaFormat)
     return load_audio(path, fmt)
 
 
-def _write_reply(path: Path, report: object) -> None:
-    from plivo_stream_cli import codec, output
-    from plivo_stream_cli.audiofile import write_wav
-    from plivo_stream_cli.simulator import CallReport
-
-    assert isinstance(report, CallReport)
-    fmt = report.media_format
-    write_wav(path, codec.decode(bytes(report.received_audio), fmt), fmt.sample_rate)
-    output.status(f"reply recorded to {path} ({report.received_seconds:.2f} s)")
-
-
-def _print(summary: dict[str, object], json_out: bool) -> None:
+def _write_replies(path: Path, reports: list[CallReport]) -> None:
     from plivo_stream_cli import output
+    from plivo_stream_cli.simulator import save_reply
 
-    if json_out:
-        output.json_line(summary)
-        return
-    for key, value in summary.items():
-        if key not in ("schema_version",) and value not in (None, [], ""):
-            output.data(f"{key:<22} {value}")
+    for number, report in enumerate(reports, start=1):
+        target = path if len(reports) == 1 else path.with_stem(f"{path.stem}-{number}")
+        save_reply(target, report)
+        output.status(f"reply recorded to {target} ({report.received_seconds:.2f} s)")
 
 
-def _exit_for(report: object, strict: bool) -> None:
+def _exit_for(reports: list[CallReport], strict: bool) -> None:
     from plivo_stream_cli.errors import ConfigError, ProtocolViolation
-    from plivo_stream_cli.simulator import CallReport
 
-    assert isinstance(report, CallReport)
-    if report.rejected and not report.play_messages and report.frames_sent <= 1:
-        raise ConfigError(
-            f"the server closed the stream with 1008 ({report.close_reason or 'policy'}): "
-            "check the auth token and the URL it signs"
-        )
-    if strict and report.violations:
-        raise ProtocolViolation(f"the server broke the protocol: {report.violations[0]}")
+    for report in reports:
+        if report.rejected and not report.play_messages and report.frames_sent <= 1:
+            raise ConfigError(
+                f"the server closed the stream with 1008 ({report.close_reason or 'policy'}): "
+                "check the auth token and the URL it signs"
+            )
+        if strict and report.violations:
+            raise ProtocolViolation(f"the server broke the protocol: {report.violations[0]}")
