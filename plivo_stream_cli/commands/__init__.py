@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from plivo_stream_cli.commands import (
+    call_cmd,
     control_cmd,
     rest_cmd,
     serve_cmd,
@@ -24,4 +25,5 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     serve_cmd,
     simulate_cmd,
     control_cmd,
+    call_cmd,
 )
