@@ -11,6 +11,8 @@ from types import ModuleType
 from plivo_stream_cli.commands import (
     call_cmd,
     control_cmd,
+    demo_cmd,
+    replay_cmd,
     rest_cmd,
     serve_cmd,
     signature_cmd,
@@ -25,5 +27,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     serve_cmd,
     simulate_cmd,
     control_cmd,
+    replay_cmd,
+    demo_cmd,
     call_cmd,
 )
