@@ -86,10 +86,14 @@ def posts(api: PlivoStandIn) -> list[object]:
 
 def serving(proc: subprocess.Popen[str]) -> Callable[[], bool]:
     """Whether `proc` has published itself (after --app's change, before it waits for signals)."""
-    return lambda: any(
-        json.loads(path.read_text()).get("pid") == proc.pid
-        for path in state_dir().glob("serve-*.json")
-    )
+    return lambda: any(_pid_in(path) == proc.pid for path in state_dir().glob("serve-*.json"))
+
+
+def _pid_in(path: Path) -> object:
+    try:  # a dead serve's file may be tidied away while we look
+        return json.loads(path.read_text()).get("pid")
+    except (OSError, ValueError):
+        return None
 
 
 def stop(proc: subprocess.Popen[str], sig: int) -> tuple[int, str, str]:
