@@ -18,6 +18,7 @@ PURE_MODULES = [
     "feed",
     "metrics",
     "synth",
+    "calls",
 ]
 FORBIDDEN = [
     "websockets",
