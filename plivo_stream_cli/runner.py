@@ -22,8 +22,10 @@ from plivo_stream_cli.server import StreamServer
 
 if TYPE_CHECKING:
     from plivo_stream_cli.control import ControlServer
+    from plivo_stream_cli.view import StreamView
 
 REFRESH_PER_SECOND = 4
+JSON_FLUSH_SECONDS = 0.05
 
 
 @dataclass
@@ -53,9 +55,45 @@ class Stopper:
         self.event.set()
 
 
-def json_printer(record: Record) -> None:
-    sys.stdout.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+class JsonPrinter:
+    """`--json`: one compact JSON line per record on stdout, written in batches.
+
+    A write per line would be a write per media frame per stream (stdout may be unbuffered:
+    PYTHONUNBUFFERED); instead lines are gathered and the first one after a write arms a timer
+    that writes them all `delay` seconds later, so `jq` still sees each record promptly.
+    Outside an event loop every line is written at once.
+    """
+
+    def __init__(self, delay: float = JSON_FLUSH_SECONDS, max_lines: int = 1000) -> None:
+        self.delay = delay
+        self.max_lines = max_lines
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self, record: Record) -> None:
+        self._lines.append(_encode_json(record))
+        if self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(self.delay, self.flush)
+        elif len(self._lines) >= self.max_lines:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lines:
+            lines, self._lines = self._lines, []
+            sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+json_printer = JsonPrinter()
 
 
 def plain_printer(record: Record) -> None:
@@ -100,16 +138,16 @@ async def run_serve(
         if on_started is not None:
             await on_started(server)
         if control_port is not None:
-            control = await _start_control(server, control_port, ui)
+            control = await _open_control(server, control_port, ui)
         for line in ui.banner:
             output.status(line)
-        if ui.json_feed:
-            server.subscribe(json_printer, media=True)
-        if ui.live:
-            await _live_loop(server, stopper)
+        view = _subscribe_outputs(server, ui)
+        if control is not None and not _publish(control):
+            await control.close()
+            control = None
+        if view is not None:
+            await _live_loop(server, stopper, view)
         else:
-            if not ui.json_feed:
-                server.subscribe(plain_printer, media=False)
             await stopper.event.wait()
     finally:
         if on_stopping is not None:
@@ -118,34 +156,54 @@ async def run_serve(
         try:
             await server.close()
         finally:
+            json_printer.flush()  # the last records (closed streams) before the summary
             if control is not None:
                 await control.close()
         _summary(server)
     return stopper.code
 
 
-async def _start_control(server: StreamServer, port: int, ui: ServeUi) -> ControlServer | None:
-    from plivo_stream_cli.control import start_control
-    from plivo_stream_cli.errors import ConfigError
+async def _open_control(server: StreamServer, port: int, ui: ServeUi) -> ControlServer:
+    from plivo_stream_cli.control import ControlServer
 
-    try:
-        control = await start_control(server, port=port)
-    except ConfigError as exc:  # serving matters more than remote control
-        output.warn(f"{exc.message}: control channel off (pstream tail/play/clear won't find it)")
-        return None
+    control = ControlServer(server, port=port)
+    await control.start()
     ui.banner.append(
         f"control on {control.url}  (pstream tail | play | clear | checkpoint | streams)"
     )
     return control
 
 
-async def _live_loop(server: StreamServer, stopper: Stopper) -> None:
+def _publish(control: ControlServer) -> bool:
+    """Write the state file, once every printer listens (so no control note is lost)."""
+    from plivo_stream_cli.errors import ConfigError
+
+    try:
+        control.register()
+    except ConfigError as exc:  # serving matters more than remote control
+        output.warn(f"{exc.message}: control channel off (pstream tail/play/clear won't find it)")
+        return False
+    return True
+
+
+def _subscribe_outputs(server: StreamServer, ui: ServeUi) -> StreamView | None:
+    """Attach the JSON feed, the live view or plain lines; returns the view when live."""
+    if ui.json_feed:
+        server.subscribe(json_printer, media=True)
+    if ui.live:
+        from plivo_stream_cli.view import StreamView
+
+        view = StreamView(f"pstream serve  {server.local_url}")
+        server.subscribe(view.add, media=False)
+        return view
+    if not ui.json_feed:
+        server.subscribe(plain_printer, media=False)
+    return None
+
+
+async def _live_loop(server: StreamServer, stopper: Stopper, view: StreamView) -> None:
     from rich.live import Live
 
-    from plivo_stream_cli.view import StreamView
-
-    view = StreamView(f"pstream serve  {server.local_url}")
-    server.subscribe(view.add, media=False)
     with Live(
         view.render(server.snapshot()),
         console=output.console(),
