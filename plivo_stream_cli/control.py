@@ -199,9 +199,11 @@ class ControlServer:
         self, message: str | bytes, remote: str
     ) -> tuple[dict[str, Any], bool | None]:
         """The reply to one request, and the media flag when it subscribes a monitor."""
-        request: Any = None
         try:
             request = json.loads(message)
+        except ValueError:  # UnicodeDecodeError included
+            return _error_reply(None, "bad-request", "not JSON", []), None
+        try:
             if not isinstance(request, dict):
                 raise _Refusal("bad-request", "a request is a JSON object")
             op = request.get("op")
@@ -212,10 +214,11 @@ class ControlServer:
                 raise _Refusal("bad-request", f"unknown op {op!r}: use {', '.join(OPS)}")
             handler = getattr(self, f"_op_{op}")
             return self._ok(request, **await handler(request, remote)), None
-        except ValueError:
-            return _error_reply(None, "bad-request", "not JSON", []), None
         except _Refusal as exc:
             return _error_reply(request, exc.code, str(exc), exc.streams), None
+        except Exception as exc:  # a bug in one request must not end the session or the serve
+            why = f"internal error: {type(exc).__name__}: {exc}"
+            return _error_reply(request, "failed", why, self._live_ids()), None
 
     def _ok(self, request: dict[str, Any], **fields: Any) -> dict[str, Any]:
         return {"type": "reply", "id": request.get("id"), "ok": True, **fields}
