@@ -20,8 +20,10 @@ The metrics, per call:
   by a clear are counted in `checkpoints_unconfirmed`.
 - `clear_ms` — with barge-in: from the first frame of the caller talking over the reply to the
   first `clearAudio` after it. None when the bot never cleared.
-- `barge_in_audio_ms` — with barge-in: seconds of `playAudio` the bot sent (received at or after
-  the barge-in began), in ms of audio: what it kept sending after the caller started talking.
+- `barge_in_audio_ms` — with barge-in: the audio (in ms of audio) of the `playAudio` messages
+  received from the barge-in's first frame until the bot's `clearAudio` — or, when it never
+  clears, until the caller's barge-in audio ended: what the bot kept sending over the caller.
+  A reply to the barge-in utterance itself comes later and is not counted.
 """
 
 from __future__ import annotations
@@ -101,7 +103,11 @@ def barge_in_audio_ms(report: CallReport) -> float | None:
     began = report.barge_in_started
     if began is None:
         return None
-    sent = sum(e.nbytes for e in report.timeline if e.kind == "play" and e.t >= began)
+    clear = next((e.t for e in report.timeline if e.kind == "clear" and e.t >= began), None)
+    until = clear if clear is not None else report.barge_in_ended
+    if until is None:
+        until = float("inf")
+    sent = sum(e.nbytes for e in report.timeline if e.kind == "play" and began <= e.t <= until)
     return _ms(report.media_format.seconds(sent))
 
 
@@ -245,11 +251,17 @@ def _call_lines(call: dict[str, Any]) -> list[str]:
     lines = []
     for key, value in call.items():
         if key != "metrics" and value not in (None, [], ""):
-            lines.append(f"{key:<24} {value}")
+            lines.append(f"{key:<24} {_text(value)}")
     for key, value in call["metrics"].items():
         if value not in (None, []) and not (key == "checkpoints_unconfirmed" and value == 0):
-            lines.append(f"{key:<24} {value}")
+            lines.append(f"{key:<24} {_text(value)}")
     return lines
+
+
+def _text(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _num(value: object) -> str:

@@ -110,6 +110,7 @@ class CallReport:
     # as Plivo does), or the last frame of audio that holds no speech; barge-in audio excluded.
     speech_end: float | None = None
     barge_in_started: float | None = None  # when the first barge-in frame was sent
+    barge_in_ended: float | None = None  # when the last one was
     timeline: list[TimedEvent] = field(default_factory=list)
     duration: float = 0.0
 
@@ -356,6 +357,7 @@ class _WavCaller:
         call.mark("barge-in")
         for frame in codec.frames(audio, self.fmt):
             await self._send_frame(call, frame, index, None)
+            call.report.barge_in_ended = call.now()
             index += 1
             await call.sleep_until(index * call.interval)
 

@@ -70,12 +70,18 @@ def test_checkpoint_round_trips_pair_names_in_order() -> None:
 
 
 def test_barge_in_metrics() -> None:
-    r = report(play(1.0), play(1.1), play(1.2), (1.31, "clear", "", 0), barge_in=1.15)
+    r = report(
+        *(play(1.0), play(1.1), play(1.2), (1.31, "clear", "", 0)),
+        play(2.0),  # the bot's answer to what the caller said over it: not counted
+        barge_in=1.15,
+    )
     assert metrics.clear_ms(r) == 160.0
     assert metrics.barge_in_audio_ms(r) == 100.0
-    none = report(play(1.0), barge_in=1.15)
-    assert metrics.clear_ms(none) is None and metrics.barge_in_audio_ms(none) == 0.0
+    never = report(play(1.0), play(1.2), play(1.4), play(1.6), play(2.5), barge_in=1.15)
+    never.barge_in_ended = 1.55
+    assert metrics.clear_ms(never) is None and metrics.barge_in_audio_ms(never) == 200.0
     assert metrics.clear_ms(report(play(1.0))) is None
+    assert metrics.barge_in_audio_ms(report(play(1.0))) is None
 
 
 def test_stats_percentiles() -> None:
@@ -129,7 +135,7 @@ def test_run_summary_is_versioned_json() -> None:
 def test_render_text_one_call_and_many() -> None:
     r = report(play(1.3), speech_end=1.0)
     one = metrics.render_text(metrics.run_summary([r]))
-    assert any(line.split() == ["first_audio_ms", "300.0"] for line in one)
+    assert any(line.split() == ["first_audio_ms", "300"] for line in one)
     many = metrics.render_text(metrics.run_summary([r, r, r]))
     assert many[0] == "3 calls"
     (row,) = [line for line in many if line.startswith("first_audio_ms")]
