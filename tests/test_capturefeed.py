@@ -70,3 +70,17 @@ def test_frames_that_were_not_events_become_error_notes() -> None:
 def test_other_lines_are_not_capture_lines(text: str) -> None:
     with pytest.raises(NotACaptureLine):
         CaptureDecoder().decode(text)
+
+
+def test_the_decoder_is_pure_and_the_command_module_starts_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import plivo_stream_cli.capturefeed, plivo_stream_cli.commands.control_cmd\n"
+        "heavy = {'websockets', 'httpx', 'rich', 'asyncio', 'plivo', 'pyngrok', 'socket'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
