@@ -59,6 +59,14 @@ def pstream_process(*args: str, env: dict[str, str] | None = None) -> subprocess
 
 
 @pytest.fixture(autouse=True)
+def _private_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve registers itself in a per-user state dir: keep tests (and their children) out of ~."""
+    monkeypatch.setenv("PSTREAM_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
 def _fresh_consoles() -> Iterator[None]:
     """CliRunner swaps stdout/stderr per run: never reuse a console bound to an old stream."""
     output.reset_consoles()
