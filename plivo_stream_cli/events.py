@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeAlias
@@ -289,12 +292,33 @@ def parse(data: str | bytes) -> Event:
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the 64 KB limit")
     try:
-        msg = json.loads(data)
+        msg = _loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"not JSON: {_short(exc)}") from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"message is a JSON {type(msg).__name__}, expected an object")
     return parse_object(msg)
+
+
+# The C scanner `json.loads` ends up in (typeshed does not declare the attribute).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(data: str | bytes) -> Any:
+    """`json.loads(data)`, without its wrapper's cost in the usual case: a str of one object.
+
+    Anything else (bytes, surrounding whitespace, trailing data, any error) goes through
+    `json.loads` itself, so results and error messages are exactly its own.
+    """
+    if isinstance(data, str) and data[:1] == "{":
+        try:
+            msg, end = _scan(data, 0)
+        except (StopIteration, ValueError, RecursionError):
+            pass
+        else:
+            if end == len(data):
+                return msg
+    return json.loads(data)
 
 
 def parse_object(msg: dict[str, Any]) -> Event:
@@ -332,12 +356,30 @@ def _parse_start(msg: dict[str, Any]) -> Start:
 
 
 def _parse_media(msg: dict[str, Any]) -> Media:
+    media = msg.get("media")
+    if type(media) is dict:  # the per-frame case: every field of the type Plivo sends
+        payload, track, stamp = media.get("payload"), media.get("track"), media.get("timestamp")
+        chunk, seq = media.get("chunk"), msg.get("sequenceNumber")
+        stream, extra = msg.get("streamId"), msg.get("extra_headers")
+        if (
+            type(payload) is str
+            and type(track) is str
+            and type(stamp) is str
+            and type(stream) is str
+            and (chunk is None or type(chunk) is int)
+            and (seq is None or type(seq) is int)
+            and (extra is None or type(extra) is str)
+        ):
+            audio = _b64decode(payload, "media.payload")
+            return Media(stream, track or "inbound", stamp, audio, chunk, seq, extra)
+    return _parse_media_fields(msg)
+
+
+def _parse_media_fields(msg: dict[str, Any]) -> Media:
+    """`media` with each field checked and converted on its own (and named when wrong)."""
     media = _obj(msg, "media")
     payload = _str(media, "payload", "media.payload")
-    try:
-        audio = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("media.payload: not valid base64") from None
+    audio = _b64decode(payload, "media.payload")
     return Media(
         stream_id=_opt_str(msg, "streamId", "streamId") or "",
         track=_opt_str(media, "track", "media.track") or "inbound",
@@ -393,10 +435,7 @@ def _parse_play_audio(msg: dict[str, Any]) -> PlayAudio:
     except FormatError as exc:
         raise ProtocolError(f"media: {exc}") from None
     payload = _str(media, "payload", "media.payload")
-    try:
-        audio = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("media.payload: not valid base64") from None
+    audio = _b64decode(payload, "media.payload")
     return PlayAudio(fmt, audio, _opt_str(msg, "streamId", "streamId"))
 
 
@@ -428,6 +467,25 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
 
 
 # ---------------------------------------------------------------- field helpers
+
+
+def _b64decode(text: str, label: str) -> bytes:
+    """`base64.b64decode(text, validate=True)`, minus its wrapper, or `ProtocolError`."""
+    try:
+        return _strict_b64(text.encode("ascii"))
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
+        raise ProtocolError(f"{label}: not valid base64") from None
+
+
+if sys.version_info >= (3, 11):
+
+    def _strict_b64(data: bytes) -> bytes:
+        return binascii.a2b_base64(data, strict_mode=True)  # what validate=True calls
+
+else:
+
+    def _strict_b64(data: bytes) -> bytes:
+        return base64.b64decode(data, validate=True)
 
 
 def _short(exc: BaseException) -> str:
@@ -474,8 +532,9 @@ def _opt_int(msg: dict[str, Any], key: str, label: str | None = None) -> int | N
         raise ProtocolError(f"{label or key}: expected an integer, got a boolean")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 20:
-        return int(value)
+    if isinstance(value, str) and len(value) < 20:
+        with contextlib.suppress(ValueError):  # "--5" and "²" pass isdigit() but not int()
+            return int(value)
     raise ProtocolError(f"{label or key}: expected an integer, got {value!r:.40}")
 
 
@@ -486,7 +545,9 @@ def _stamp(body: dict[str, Any], label: str) -> str:
         return ""
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
         return str(int(value))
     raise ProtocolError(f"{label}: expected a string of epoch milliseconds")
 

@@ -3,8 +3,10 @@
 I/O, kept off the hot path: audio is batched and written at most every half second of audio (or
 second of wall time), and each write is followed by rewriting the WAV header's sizes, so a file
 is always a valid WAV; a crash or SIGKILL loses only the audio not yet written: under 0.5 s in a
-track file, under 0.7 s in the stereo call file (mixed in 0.2 s batches). Write errors
-(a full disk) stop that one file with a warning instead of raising into the server loop.
+track file, under 0.7 s in the stereo call file (mixed in 0.2 s batches). The JSONL capture
+is written line by line, or with `capture_flush` (as `serve` does) in batches written once
+they are that many seconds old. Write errors (a full disk) stop that one file with a warning
+instead of raising into the server loop.
 
 Names built from `callId`/`streamId` come from the network: `safe_name` reduces them to
 `[A-Za-z0-9_-]`, and files are created exclusively, so a recording can neither leave its
@@ -23,7 +25,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -83,7 +85,8 @@ class WavRecorder:
 
     Audio is buffered until half a second of it (`flush_seconds`) or a second of wall time
     (`max_delay`) has gathered, then written with the header's sizes updated. An `OSError`
-    while writing stops the file: `.warning` says why and later writes are ignored.
+    while writing stops the file: `.warning` says why (and is passed to `on_warning`; logged by
+    default) and later writes are ignored.
     Opening raises `OSError` (`FileExistsError` with `exclusive=True` if the file exists).
     """
 
@@ -96,8 +99,10 @@ class WavRecorder:
         exclusive: bool = False,
         flush_seconds: float = 0.5,
         max_delay: float = 1.0,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        self._on_warning = on_warning or _log_warning
         self.sample_rate = sample_rate
         self.channels = channels
         self.warning: str | None = None
@@ -205,7 +210,7 @@ class WavRecorder:
     def _stop(self, reason: str) -> None:
         """Give up on this file after a write error, keeping the header of what is on disk."""
         self.warning = f"{self.path}: recording stopped: {reason}"
-        log.warning("%s", self.warning)
+        self._on_warning(self.warning)
         self._frames = self._data_bytes // self._block
         self._pending.clear()
         if self._file is not None:
@@ -236,8 +241,13 @@ class CallRecorder:
         *,
         stereo: bool = False,
         capture: bool = True,
+        capture_flush: float = 0.0,
+        on_warning: Callable[[str], None] | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self._capture_flush = capture_flush
+        self._capture_due = 0.0  # monotonic time by which buffered capture lines are written
+        self._on_warning = on_warning or _log_warning
         self.fmt = fmt
         self.stereo = stereo
         self._kinds = ("inbound", "outbound") + (("call",) if stereo else ())
@@ -305,11 +315,19 @@ class CallRecorder:
         self._out_end = self._in_pos
 
     def capture(
-        self, direction: str, raw: str | bytes | dict[str, Any], t: float | None = None
+        self,
+        direction: str,
+        raw: str | bytes | dict[str, Any],
+        t: float | None = None,
+        *,
+        is_json: bool = False,
     ) -> None:
         """Append one event to the JSONL capture: `direction` is "in" (received) or "out" (sent).
 
         `raw` is the frame's text, a parsed message, or a binary frame; `t` defaults to now.
+        `is_json` says the text is known to be JSON already (the server has parsed it), which
+        spares parsing it again. With `capture_flush`, lines are written in batches, at the
+        latest with the first line captured `capture_flush` seconds after the last write.
         """
         if direction not in ("in", "out"):
             raise ValueError(f"capture direction must be 'in' or 'out', got {direction!r}")
@@ -317,7 +335,9 @@ class CallRecorder:
             return
         t = time.time() if t is None else t
         try:
-            self._capture.write(_capture_line(t, direction, raw))
+            self._capture.write(_capture_line(t, direction, raw, is_json))
+            if self._capture_flush and time.monotonic() >= self._capture_due:
+                self._flush_capture()
         except OSError as exc:
             self._stop_capture(exc.strerror or str(exc))
             return
@@ -333,6 +353,16 @@ class CallRecorder:
             self._emit_call()
         for wav in self._wavs.values():
             wav.flush()
+        if self._capture is not None:
+            try:
+                self._flush_capture()
+            except OSError as exc:
+                self._stop_capture(exc.strerror or str(exc))
+
+    def _flush_capture(self) -> None:
+        assert self._capture is not None
+        self._capture_due = time.monotonic() + self._capture_flush
+        self._capture.flush()
 
     def close(self) -> list[RecordedFile]:
         """Finish every file (idempotent); returns what was recorded."""
@@ -398,15 +428,26 @@ class CallRecorder:
             path = self._inside(f"{name}.{kind}.wav")
             channels = 2 if kind == "call" else 1
             self._wavs[kind] = WavRecorder(
-                path, self.fmt.sample_rate, channels=channels, exclusive=True
+                path,
+                self.fmt.sample_rate,
+                channels=channels,
+                exclusive=True,
+                on_warning=self._on_warning,
             )
         if capture:
             path = self._inside(f"{name}.jsonl")
-            # Line buffering writes each event as it is captured; backslashreplace keeps a
-            # lone surrogate as a valid JSON escape instead of failing the write.
+            # Line buffering writes each event as it is captured, unless batches were asked for
+            # (a write per 20 ms frame adds up over hundreds of streams); backslashreplace keeps
+            # a lone surrogate as a valid JSON escape instead of failing the write.
             self._capture = open(  # noqa: SIM115
-                path, "x", encoding="utf-8", errors="backslashreplace", buffering=1, newline="\n"
+                path,
+                "x",
+                encoding="utf-8",
+                errors="backslashreplace",
+                buffering=-1 if self._capture_flush else 1,
+                newline="\n",
             )
+            self._capture_due = time.monotonic() + self._capture_flush
             self._capture_path = path
 
     def _inside(self, filename: str) -> Path:
@@ -432,25 +473,33 @@ class CallRecorder:
 
     def _stop_capture(self, reason: str) -> None:
         self._capture_warning = f"{self._capture_path}: capture stopped: {reason}"
-        log.warning("%s", self._capture_warning)
+        self._on_warning(self._capture_warning)
         if self._capture is not None:
             with contextlib.suppress(OSError):  # the lines written before the error are intact
                 self._capture.close()
             self._capture = None
 
 
-def _capture_line(t: float, direction: str, raw: str | bytes | dict[str, Any]) -> str:
+def _log_warning(message: str) -> None:
+    log.warning("%s", message)
+
+
+def _capture_line(
+    t: float, direction: str, raw: str | bytes | dict[str, Any], is_json: bool = False
+) -> str:
     head = f'{{"t":{t:.6f},"dir":"{direction}",'
+    if is_json and isinstance(raw, str) and "\n" not in raw and "\r" not in raw:
+        return f'{head}"msg":{raw.strip()}}}\n'
     if isinstance(raw, dict):
         return f'{head}"msg":{json.dumps(raw, separators=(",", ":"), ensure_ascii=False)}}}\n'
     if isinstance(raw, (bytes, bytearray, memoryview)):
         return f'{head}"binary":"{base64.b64encode(raw).decode("ascii")}"}}\n'
     try:
         json.loads(raw)
-    except ValueError:
+        if "\n" in raw or "\r" in raw:  # valid JSON spread over lines: re-serialize on one line
+            raw = json.dumps(json.loads(raw), separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to handle as JSON
         return f'{head}"text":{json.dumps(raw, ensure_ascii=False)}}}\n'
-    if "\n" in raw or "\r" in raw:  # valid JSON spread over lines: re-serialize on one line
-        raw = json.dumps(json.loads(raw), separators=(",", ":"), ensure_ascii=False)
     return f'{head}"msg":{raw.strip()}}}\n'
 
 

@@ -30,8 +30,15 @@ from plivo_stream_cli import codec
 from plivo_stream_cli.events import Event, Media, PlayAudio, ProtocolError, Start
 from plivo_stream_cli.feed import Record, event_record, note_record
 from plivo_stream_cli.formats import MediaFormat
-from plivo_stream_cli.session import SessionState, StreamSession
-from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, diagnose, validate_v3
+from plivo_stream_cli.nonces import NonceCache, replay_key
+from plivo_stream_cli.session import SessionState, SessionStateError, StreamSession
+from plivo_stream_cli.signature import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    compute_v3,
+    diagnose,
+    validate_v3,
+)
 from plivo_stream_cli.streamxml import StreamOptions, build_xml
 from plivo_stream_cli.webhooks import (
     HttpRequest,
@@ -44,6 +51,8 @@ from plivo_stream_cli.webhooks import (
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
 WEBSOCKET_MAX_SIZE = 1024 * 1024  # larger than Plivo's 64 KB so oversize messages are logged, kept
+CAPTURE_FLUSH_SECONDS = 0.5  # capture lines batched like the WAVs: a write per frame adds up
+MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms frames)
 
 Listener = Callable[[Record], None]
 Route = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
@@ -89,6 +98,7 @@ class LiveStream:
         self.error_count = 0
         self._drain_at = 0.0  # monotonic time at which Plivo's playback queue will be empty
         self._players: set[asyncio.Task[None]] = set()
+        self.echo_dropped = 0
         self._resampler_rate: int | None = None
 
     @property
@@ -134,8 +144,24 @@ class LiveStream:
         return task
 
     async def _guarded_play(self, wire: bytes, checkpoint: str | None) -> None:
-        with contextlib.suppress(ConnectionClosed):
+        try:
             await self.play(wire, checkpoint)
+        except ConnectionClosed:
+            pass
+        except SessionStateError as exc:  # the peer sent `stop` while we were playing
+            self.note_error(f"playback ended: {exc}")
+
+    def echo(self, wire: bytes) -> None:
+        """Send a caller frame back, unless the peer outruns playback (bounded, never queued)."""
+        if len(self._players) < MAX_PENDING_PLAYS and self.session.state is SessionState.STREAMING:
+            self.start_playback(wire)
+            return
+        self.echo_dropped += 1
+        if self.echo_dropped == 1:
+            self.note_error(
+                "echo: audio arrives faster than it plays (or the stream stopped): "
+                "dropping echoed frames"
+            )
 
     async def _send_audio(self, chunk: bytes, fmt: MediaFormat) -> None:
         text = self.session.play_audio(chunk)
@@ -195,6 +221,8 @@ class LiveStream:
                 event.stream_id,
                 event.media_format,
                 stereo=self.server.config.stereo,
+                capture_flush=CAPTURE_FLUSH_SECONDS,
+                on_warning=self.note_error,  # a full disk stops recording, never the stream
             )
         except Exception as exc:  # recording trouble must not stop serving
             self.note_error(f"recording disabled: {exc}")
@@ -253,6 +281,7 @@ class StreamServer:
         self._server: Server | None = None
         self._next_id = 0
         self.port = config.port
+        self.nonces = NonceCache(config.replay_window) if config.reject_replays else None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -265,6 +294,7 @@ class StreamServer:
             process_request=self._process_request,
             create_connection=make_connection_class(self._route),
             max_size=WEBSOCKET_MAX_SIZE,
+            open_timeout=self.config.start_timeout,  # a peer that never finishes its request
             ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
             logger=_quiet_logger(),
         )
@@ -437,7 +467,7 @@ class StreamServer:
             return False, f"missing {SIGNATURE_HEADER} or {NONCE_HEADER} header"
         url = self.signed_url(target, headers.get("host", ""))
         if validate_v3(url, nonce, signature, token, method=method, params=params):
-            return True, "signature valid"
+            return self._first_use(url, nonce, token, method, params)
         host = headers.get("host", "")
         hint = diagnose(
             url, nonce, signature, token, method=method, params=params, alt_hosts=[host]
@@ -446,6 +476,19 @@ class StreamServer:
         if hint:
             why += f"; it matches {hint} (pass --public-url with that scheme and host)"
         return False, why
+
+    def _first_use(
+        self, url: str, nonce: str, token: str, method: str, params: dict[str, list[str]] | None
+    ) -> tuple[bool, str]:
+        """With --reject-replays, refuse a valid signature that was already used."""
+        if self.nonces is None:
+            return True, "signature valid"
+        key = replay_key(nonce, compute_v3(url, nonce, token, method=method, params=params))
+        now = time.monotonic()
+        first = self.nonces.first_seen(key, now)
+        if first is None:
+            return True, "signature valid (first use)"
+        return False, f"replayed signature: nonce {nonce[:32]!r} was used {now - first:.1f} s ago"
 
     # ------------------------------------------------------------ WebSocket side
 
@@ -498,18 +541,20 @@ class StreamServer:
                     live.note_error(f"binary frame of {len(message)} bytes ignored")
                     continue
                 now = time.time()
-                if live.recorder is not None:
-                    live.recorder.capture("in", message, now)
                 try:
                     event = session.receive(message)
                 except ProtocolError as exc:
+                    if live.recorder is not None:
+                        live.recorder.capture("in", message, now)
                     self.totals["errors"] += 1
                     live.note_error(str(exc))
                     continue
+                if live.recorder is not None:  # captured before it is acted on, as received
+                    live.recorder.capture("in", message, now, is_json=True)
                 if isinstance(event, Media):
                     self._on_media(live, event, now)
                 else:
-                    await self._on_event(live, event, now)
+                    await self._on_event(live, event, now, message)
         except ConnectionClosed:
             pass
 
@@ -525,11 +570,11 @@ class StreamServer:
         if live.recorder is not None:
             live.recorder.inbound(pcm, event.track)
         if self.config.echo and event.track != "outbound":
-            live.start_playback(event.payload)
+            live.echo(event.payload)
         if self.media_listeners:
             self.publish(event_record(event, t=now, stream=live.stream_id))
 
-    async def _on_event(self, live: LiveStream, event: Event, now: float) -> None:
+    async def _on_event(self, live: LiveStream, event: Event, now: float, raw: str) -> None:
         if isinstance(event, Start):
             old_id = live.conn_id
             self.streams.pop(old_id, None)
@@ -537,6 +582,8 @@ class StreamServer:
             self.totals["streams"] += 1
             self.publish(event_record(event, t=now, stream=event.stream_id))
             await live.on_start(event)
+            if live.recorder is not None:  # opened by this very event: capture it first
+                live.recorder.capture("in", raw, now, is_json=True)
             return
         self.publish(event_record(event, t=now, stream=live.stream_id))
         for note in _drain(live.session.notes):

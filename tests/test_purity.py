@@ -19,6 +19,7 @@ PURE_MODULES = [
     "metrics",
     "synth",
     "calls",
+    "nonces",
 ]
 FORBIDDEN = [
     "websockets",
