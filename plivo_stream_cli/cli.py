@@ -2,6 +2,8 @@
 
 Command modules register themselves; each imports its heavy dependencies (plivo, pyngrok, httpx,
 websockets) inside the command body so that `pstream --help` and shell completion start fast.
+Help is plain text (no rich rendering, see `commands.base`), and the root options are plain
+flags so that parsing them never reaches Typer's pydantic-backed coercion.
 """
 
 from __future__ import annotations
@@ -10,21 +12,27 @@ import sys
 
 import typer
 
-from plivo_stream_cli import __version__, output
+from plivo_stream_cli import __version__, completion, output
+from plivo_stream_cli.commands.base import Group
 from plivo_stream_cli.errors import ExitCode
 
 app = typer.Typer(
     name="pstream",
+    cls=Group,
     help=(
         "Develop, test and debug Plivo Audio Streaming apps from the terminal.\n\n"
-        "Start with [bold]pstream demo[/bold]; run a local stream server with "
-        "[bold]pstream serve[/bold]; play Plivo's side with [bold]pstream simulate[/bold]."
+        "Start with `pstream demo`; run a local stream server with `pstream serve`; "
+        "play Plivo's side with `pstream simulate`. Data goes to stdout, status and errors to "
+        "stderr; exit codes are listed in the README."
     ),
+    epilog="Example: pstream demo",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
+    add_completion=False,  # `pstream completion SHELL` prints the scripts instead
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
+completion.enable()
 
 
 def _version(value: bool) -> None:
@@ -35,15 +43,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only data and errors."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail on stderr."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Only data, warnings and errors: no status lines."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="More detail on stderr (e.g. each API request)."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Develop, test and debug Plivo Audio Streaming apps from the terminal."""
     output.reset_consoles()
-    output.VERBOSITY.level = -1 if quiet else verbose
+    output.VERBOSITY.level = -1 if quiet else int(verbose)
 
 
 def _register_commands() -> None:
@@ -59,6 +71,6 @@ _register_commands()
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        app(prog_name=completion.PROG_NAME, complete_var=completion.COMPLETE_VAR)
     except KeyboardInterrupt:  # pragma: no cover - raised outside a command
         sys.exit(int(ExitCode.INTERRUPTED))

@@ -31,11 +31,20 @@ def console(*, stderr: bool = False) -> Console:
     if stderr not in _consoles:
         from rich.console import Console
 
-        no_color = bool(os.environ.get("NO_COLOR"))
         _consoles[stderr] = Console(
-            stderr=stderr, no_color=no_color, highlight=False, soft_wrap=True
+            stderr=stderr,
+            # NO_COLOR (https://no-color.org): no colour and, with no colour system at all,
+            # no bold or dim either, so not one escape code.
+            color_system=None if no_color() else "auto",
+            highlight=False,
+            soft_wrap=True,
         )
     return _consoles[stderr]
+
+
+def no_color() -> bool:
+    """True when the user asked for no colour (NO_COLOR set and not empty)."""
+    return bool(os.environ.get("NO_COLOR"))
 
 
 def reset_consoles() -> None:
@@ -44,7 +53,10 @@ def reset_consoles() -> None:
 
 
 def is_terminal(*, stderr: bool = False) -> bool:
-    """True when the stream is an interactive terminal (so live widgets make sense)."""
+    """True when the stream is an interactive terminal that can redraw (so live widgets make
+    sense): not when piped or redirected, and not on TERM=dumb (an editor's shell, a CI log)."""
+    if os.environ.get("TERM") == "dumb":
+        return False
     stream = sys.stderr if stderr else sys.stdout
     return bool(getattr(stream, "isatty", lambda: False)())
 
@@ -67,9 +79,9 @@ def status(message: str) -> None:
 
 
 def verbose(message: str) -> None:
-    """A detail on stderr shown only with -v."""
+    """A detail on stderr shown only with -v (plain text: brackets in it are printed as is)."""
     if VERBOSITY.level >= 1:
-        console(stderr=True).print(f"[dim]{message}[/dim]")
+        console(stderr=True).print(f"[dim]{_escape(message)}[/dim]")
 
 
 def warn(message: str) -> None:

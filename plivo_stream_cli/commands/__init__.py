@@ -10,6 +10,7 @@ from types import ModuleType
 
 from plivo_stream_cli.commands import (
     call_cmd,
+    completion_cmd,
     control_cmd,
     demo_cmd,
     replay_cmd,
@@ -30,4 +31,5 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     replay_cmd,
     demo_cmd,
     call_cmd,
+    completion_cmd,
 )

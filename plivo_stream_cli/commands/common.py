@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 
 from plivo_stream_cli import output
+from plivo_stream_cli.commands.base import Command
 from plivo_stream_cli.errors import ConfigError, ExitCode, PstreamError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -33,7 +34,8 @@ def guarded(fn: F) -> F:
 
 
 def add(app: typer.Typer, fn: Callable[..., Any], name: str, **kwargs: Any) -> None:
-    """Register `fn` as command `name` with the shared error handling."""
+    """Register `fn` as command `name` with the shared error handling and help conventions."""
+    kwargs.setdefault("cls", Command)
     app.command(name, **kwargs)(guarded(fn))
 
 

@@ -169,12 +169,15 @@ def streams(
 
 
 def _target(control: str | None, token: str | None) -> Target:
+    from plivo_stream_cli import output
     from plivo_stream_cli.control import find_serve
 
     token = resolve_token(token, required=False, env=TOKEN_ENV) if token else None
     if control and not token:
         token = os.environ.get(TOKEN_ENV) or None
-    return find_serve(control, token)
+    target = find_serve(control, token)
+    output.verbose(f"control channel {target.url} ({target.label})")
+    return target
 
 
 def _act(

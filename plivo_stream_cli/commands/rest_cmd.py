@@ -73,10 +73,18 @@ CALL_UUID_ARGUMENT: Any = typer.Argument(
 )
 
 
+STOP_EPILOG = "Example: pstream stop CALL_UUID   (every stream; add STREAM_ID for one)"
+GET_EPILOG = "Example: pstream get CALL_UUID --json | jq '.objects[].stream_id'"
+START_EPILOG = (
+    "Example: pstream start CALL_UUID wss://bot.example.com/stream --bidirectional "
+    "--extra-header userId=42"
+)
+
+
 def register(app: typer.Typer) -> None:
-    add(app, stop, "stop")
-    add(app, get, "get")
-    add(app, start, "start")
+    add(app, stop, "stop", epilog=STOP_EPILOG)
+    add(app, get, "get", epilog=GET_EPILOG)
+    add(app, start, "start", epilog=START_EPILOG)
 
 
 def open_client(
@@ -194,7 +202,7 @@ def start(
 ) -> None:
     """Start a stream on a live call (POST .../Call/CALL_UUID/Stream/); prints the stream id.
 
-    Takes the same stream flags as [bold]pstream xml[/bold] (except --keep-call-alive, an XML-only
+    Takes the same stream flags as `pstream xml` (except --keep-call-alive, an XML-only
     attribute). Not retried: a retry could start a second stream.
     """
     from plivo_stream_cli import streamxml

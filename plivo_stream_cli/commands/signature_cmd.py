@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from plivo_stream_cli import output
+from plivo_stream_cli.commands.base import Group
 from plivo_stream_cli.commands.common import JSON_OPTION, add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CallbackMethod
 from plivo_stream_cli.errors import CheckFailed, UsageError
@@ -38,7 +39,9 @@ def register(app: typer.Typer) -> None:
         name="signature",
         help="Make or check Plivo's X-Plivo-Signature-V3 headers, e.g. to curl your own server.",
         no_args_is_help=True,
-        rich_markup_mode="rich",
+        rich_markup_mode=None,
+        cls=Group,
+        epilog="Example: pstream signature sign wss://example.com/stream",
     )
     add(sig_app, sign, "sign")
     add(sig_app, check, "check")
@@ -57,7 +60,7 @@ def sign(
 ) -> None:
     """Print the two V3 headers Plivo would send, ready for curl -H or websocat -H.
 
-    Example: [bold]pstream signature sign wss://example.com/stream[/bold]
+    Example: pstream signature sign wss://example.com/stream
     """
     from plivo_stream_cli import signature
 
@@ -98,7 +101,7 @@ def check(
 ) -> None:
     """Say whether a signature is valid for URL; if not, which nearby URL it matches (exit 8).
 
-    Example: [bold]pstream signature check https://example.com/stream --signature S --nonce N[/bold]
+    Example: pstream signature check https://example.com/stream --signature S --nonce N
     """
     from plivo_stream_cli import signature
 

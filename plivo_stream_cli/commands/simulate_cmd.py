@@ -125,6 +125,7 @@ def finish(
     per_call = [summarize(r)["metrics"] for r in reports]
     checks = [check(per_call, name, limit) for name, limit in limits.items() if limit is not None]
     summary = run_summary(reports, checks)
+    _verbose_timelines(reports)
     if json_out:
         output.json_line(summary)
     else:
@@ -135,6 +136,19 @@ def finish(
     failed = [c for c in checks if not c.passed]
     if failed:
         raise CheckFailed("; ".join(c.describe() for c in failed))
+
+
+def _verbose_timelines(reports: list[CallReport]) -> None:
+    """With -v: what happened in each call, in order (media frames left out), on stderr."""
+    from plivo_stream_cli import output
+
+    if output.VERBOSITY.level < 1:
+        return
+    for report in reports:
+        output.verbose(f"call {report.call_id} stream {report.stream_id}:")
+        for event in report.timeline:
+            size = f" ({event.nbytes} B)" if event.nbytes else ""
+            output.verbose(f"{event.t:9.3f} s  {event.kind:<12} {event.detail}{size}".rstrip())
 
 
 def _report_checks(checks: list[Check]) -> None:

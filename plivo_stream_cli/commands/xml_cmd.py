@@ -48,7 +48,7 @@ def xml(
 ) -> None:
     """Print the Stream XML your Answer URL returns to start a stream, validated first.
 
-    Example: [bold]pstream xml --bidirectional --keep-call-alive wss://example.com/stream[/bold]
+    Example: pstream xml --bidirectional --keep-call-alive wss://example.com/stream
     """
     from plivo_stream_cli import streamxml
 

@@ -1,0 +1,1 @@
+complete --command pstream --no-files --arguments "(env _PSTREAM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) pstream)" --condition "env _PSTREAM_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) pstream"

@@ -1,0 +1,118 @@
+"""The click classes behind every command: plain, fast help with option panels, cheap completion.
+
+pstream renders help without rich (`rich_markup_mode=None`): rich's help renderer costs more than
+all of `import typer` and would put `pstream --help` far past its start-up budget. These classes
+keep what the rich help had: options grouped by their `rich_help_panel`, and "Example:"
+paragraphs printed as written (never re-wrapped, so they can be copied).
+
+Parsing stays off Typer's pydantic-backed value coercion where its result is not needed (see
+`lighten`), so `pstream CMD --help` and completion never import pydantic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from typer.core import TyperCommand, TyperGroup
+
+EXAMPLE = "Example:"
+OPTIONS = "Options"
+_NO_WRAP = "\b"  # click prints a paragraph that starts with this line as written
+
+
+class Command(TyperCommand):
+    """A command whose plain help groups options by panel and keeps examples as written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = keep_examples(self.help)
+        self.epilog = keep_examples(self.epilog)
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        format_panels(self, ctx, formatter)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return lighten(super().get_params(ctx), completing=ctx.resilient_parsing)
+
+
+class Group(TyperGroup):
+    """The root app and `signature`: same help conventions, same light parsing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = keep_examples(self.help)
+        self.epilog = keep_examples(self.epilog)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return lighten(super().get_params(ctx), completing=ctx.resilient_parsing)
+
+
+def keep_examples(text: str | None) -> str | None:
+    """Mark each paragraph that starts with "Example:" so click does not re-wrap it."""
+    if not text:
+        return text
+    paragraphs = text.split("\n\n")
+    return "\n\n".join(
+        f"{_NO_WRAP}\n{p}" if p.lstrip().startswith(EXAMPLE) else p for p in paragraphs
+    )
+
+
+def format_panels(command: Any, ctx: Any, formatter: Any) -> None:
+    """Arguments, then options in sections named after their panel ("Options" first)."""
+    arguments: list[tuple[str, str]] = []
+    panels: dict[str, list[tuple[str, str]]] = {OPTIONS: []}
+    for param in command.get_params(ctx):
+        record = param.get_help_record(ctx)
+        if record is None:
+            continue
+        if param.param_type_name == "argument":
+            arguments.append(record)
+        else:
+            panel = getattr(param, "rich_help_panel", None) or OPTIONS
+            panels.setdefault(panel, []).append(record)
+    if arguments:
+        with formatter.section("Arguments"):
+            formatter.write_dl(arguments)
+    for title, rows in panels.items():
+        if rows:
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+class _Uncoerced:
+    """Stands in for a parameter's coercion while completing: the raw value is enough."""
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        return value
+
+
+class _Deferred:
+    """Typer's coercion, built only for a value that needs it (a missing value does not)."""
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:  # what Typer's coercion returns for None, without building it
+            return () if param.multiple or param.nargs == -1 else None
+        param._runtime_param = None
+        return param.get_runtime_param().coerce(value, param=param, ctx=ctx)
+
+
+_UNCOERCED = _Uncoerced()
+_DEFERRED = _Deferred()
+_ABSENT = object()
+
+
+def lighten(params: list[Any], *, completing: bool) -> list[Any]:
+    """Keep parsing off Typer's pydantic-backed coercion where its result is not needed.
+
+    Typer builds each parameter's coercion (a pydantic TypeAdapter; importing pydantic costs
+    more than `import typer`) the first time it processes a value, even None. Parameters not
+    given on the command line (the root's --help when a sub-command runs) then skip it, and so
+    does completion, which throws the values away. With a Typer that has no such attribute
+    nothing changes.
+    """
+    stand_in = _UNCOERCED if completing else _DEFERRED
+    for param in params:
+        current = getattr(param, "_runtime_param", _ABSENT)
+        if current is None or current is _DEFERRED:
+            param._runtime_param = stand_in
+    return params
