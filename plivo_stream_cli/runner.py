@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from plivo_stream_cli import output
 from plivo_stream_cli.errors import ExitCode, UsageError
-from plivo_stream_cli.feed import Record, describe
+from plivo_stream_cli.feed import Record, describe, json_line
 from plivo_stream_cli.server import StreamServer
 
 if TYPE_CHECKING:
@@ -71,7 +70,7 @@ class JsonPrinter:
         self._timer: asyncio.TimerHandle | None = None
 
     def __call__(self, record: Record) -> None:
-        self._lines.append(_encode_json(record))
+        self._lines.append(json_line(record))
         if self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -92,7 +91,6 @@ class JsonPrinter:
         sys.stdout.flush()
 
 
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 json_printer = JsonPrinter()
 
 
