@@ -70,7 +70,19 @@ _register_commands()
 
 def main() -> None:
     """Console-script entry point."""
+    _print_anything()
     try:
         app(prog_name=completion.PROG_NAME, complete_var=completion.COMPLETE_VAR)
     except KeyboardInterrupt:  # pragma: no cover - raised outside a command
         sys.exit(int(ExitCode.INTERRUPTED))
+
+
+def _print_anything() -> None:
+    """Never fail on text that cannot be encoded (a peer's lone surrogate such as \\ud800).
+
+    It is written as `\\ud800` instead, which inside a JSON string is the same escape.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")

@@ -120,12 +120,40 @@ def note_record(kind: str, *, t: float, stream: str = "", **fields: Any) -> Reco
 
 
 def describe(record: Record) -> str:
-    """One human line for a record (the event log and the plain, non-terminal output)."""
+    """One human line for a record (the event log and the plain, non-terminal output).
+
+    Text from the peer is shown through `printable`, so it cannot move the cursor, recolour
+    the terminal or forge a second log line.
+    """
+    record = _printable_values(record)
     kind = record.get("event", "?")
     stream = str(record.get("stream", ""))[:8]
     arrow = {"in": "<-", "out": "->"}.get(str(record.get("dir")), "  ")
     detail = _DESCRIBERS.get(kind, _describe_other)(record)
     return f"{stream:8} {arrow} {kind:<13} {detail}".rstrip()
+
+
+_UNPRINTABLE = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    **{c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))},  # bidi
+    **{c: f"\\u{c:04x}" for c in range(0xD800, 0xE000)},  # lone surrogates: unencodable
+}
+
+
+def printable(text: str) -> str:
+    """`text` safe to show on a terminal: control, bidi-override and surrogate code points
+    become escapes such as `\\x1b`, everything else is kept."""
+    return text if text.isprintable() else text.translate(_UNPRINTABLE)
+
+
+def _printable_values(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable_values(v) for v in value]
+    return value
 
 
 def _describe_other(record: Record) -> str:

@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from plivo_stream_cli.feed import Record, describe
+from plivo_stream_cli.feed import Record, describe, printable
 
 Snapshot = dict[str, Any]
 METER_WIDTH = 24
@@ -73,9 +73,10 @@ class StreamView:
         if snap.get("headers"):
             rows.insert(2, ("headers", " ".join(f"{k}={v}" for k, v in snap["headers"].items())))
         for key, value in rows:
-            table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
+            table.add_row(key, value if isinstance(value, Text) else Text(printable(str(value))))
         style = "red" if snap.get("errors") else "green"
-        return Panel(table, title=f"stream {snap.get('stream', '')}", border_style=style)
+        title = Text(f"stream {printable(str(snap.get('stream', '')))}")  # never markup
+        return Panel(table, title=title, border_style=style)
 
     def _rate(self, snap: Snapshot) -> float:
         key = str(snap.get("stream"))

@@ -65,6 +65,18 @@ def serve(
     start_timeout: float = typer.Option(
         10.0, "--start-timeout", help="Close connections that send no start event in time."
     ),
+    reject_replays: bool = typer.Option(
+        False,
+        "--reject-replays",
+        help="Refuse a request whose signature and nonce were already used within "
+        "--replay-window (a captured request sent again). Needs the auth token.",
+    ),
+    replay_window: float = typer.Option(
+        300.0,
+        "--replay-window",
+        metavar="SECONDS",
+        help="How long --reject-replays remembers a signature.",
+    ),
     json_feed: bool = typer.Option(
         False, "--json", help="One JSON line per event on stdout (payload sizes, not payloads)."
     ),
@@ -136,6 +148,7 @@ def serve(
     from plivo_stream_cli.server import ServeConfig, StreamServer
 
     token = resolve_token(auth_token, required=False)
+    _check_replay_flags(reject_replays, replay_window, token)
     rewire = _application(
         app_id, keep_app, restore_app, auth_id, token, api_url, ngrok or bool(public_url)
     )
@@ -158,6 +171,8 @@ def serve(
         echo=echo,
         max_buffer=max_buffer,
         start_timeout=start_timeout,
+        reject_replays=reject_replays,
+        replay_window=replay_window,
         answer=answer,
         speak=speak,
     )
@@ -192,6 +207,15 @@ def serve(
         run_serve(server, ui, on_started=started, on_stopping=stopping, control_port=control_port)
     )
     raise typer.Exit(int(code))
+
+
+def _check_replay_flags(reject: bool, window: float, token: str | None) -> None:
+    from plivo_stream_cli.errors import ConfigError, UsageError
+
+    if window <= 0:
+        raise UsageError(f"--replay-window must be a positive number of seconds, got {window:g}")
+    if reject and not token:
+        raise ConfigError("--reject-replays checks signatures: set PLIVO_AUTH_TOKEN")
 
 
 def _tunnel(
@@ -273,6 +297,8 @@ def _banner(config: object) -> list[str]:
     if config.auth_token:
         target = config.public_url or "the Host header's URL"
         lines.append(f"signature V3 checked against {target}")
+        if config.reject_replays:
+            lines.append(f"replayed signatures refused (remembered {config.replay_window:g} s)")
     else:
         lines.append(
             "[yellow]warning:[/yellow] no auth token: signature validation is OFF "
