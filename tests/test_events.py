@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import json
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from plivo_stream_cli import events
 from plivo_stream_cli.events import (
     MAX_MESSAGE_BYTES,
     Checkpoint,
@@ -26,6 +28,7 @@ from plivo_stream_cli.events import (
     UnknownEvent,
     parse,
     parse_extra_headers,
+    parse_object,
 )
 from plivo_stream_cli.formats import L16_16K, MULAW_8K
 
@@ -227,3 +230,69 @@ def test_any_bytes_give_an_event_or_protocol_error(data: bytes | str) -> None:
 )
 def test_extra_headers(text: str | None, expected: dict[str, str]) -> None:
     assert parse_extra_headers(text) == expected
+
+
+# -- the per-frame fast paths behave exactly like the plain ones ------------------------------
+
+
+def _outcome(fn: object, *args: object) -> tuple[str, object]:
+    try:
+        return "ok", fn(*args)  # type: ignore[operator]
+    except (ValueError, RecursionError, binascii.Error) as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet='{}[]":,.-+1eE0a \n\t\\u', max_size=24) | st.text(max_size=12))
+def test_json_text_is_read_exactly_as_json_loads_reads_it(text: str) -> None:
+    assert _outcome(events._loads, text) == _outcome(json.loads, text)
+
+
+@settings(max_examples=400)
+@given(st.text(alphabet="AZaz09+/=\n -_\u00e9", max_size=14) | st.text(max_size=8))
+def test_payload_base64_is_checked_exactly_as_b64decode_validate(text: str) -> None:
+    def reference(value: str) -> bytes:
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolError("media.payload: not valid base64") from None
+
+    expected = _outcome(reference, text)
+    assert _outcome(events._b64decode, text, "media.payload") == expected
+
+
+_field = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4)
+
+
+@settings(max_examples=400)
+@given(
+    payload=st.sampled_from(["", "/w==", "AAEC", "bad!"]) | _field,
+    track=_field,
+    stamp=_field,
+    chunk=_field,
+    seq=_field,
+    stream=_field,
+    extra=_field | st.dictionaries(st.text(max_size=2), st.text(max_size=2), max_size=2),
+    media_is_dict=st.booleans(),
+)
+def test_media_fast_path_gives_what_the_checked_path_gives(
+    payload: object,
+    track: object,
+    stamp: object,
+    chunk: object,
+    seq: object,
+    stream: object,
+    extra: object,
+    media_is_dict: bool,
+) -> None:
+    media = {"payload": payload, "track": track, "timestamp": stamp, "chunk": chunk}
+    msg = {
+        "event": "media",
+        "sequenceNumber": seq,
+        "streamId": stream,
+        "media": media if media_is_dict else [media],
+        "extra_headers": extra,
+    }
+    expected = _outcome(events._parse_media_fields, msg)
+    assert _outcome(parse_object, msg) == expected
+    assert _outcome(parse, json.dumps(msg)) == expected

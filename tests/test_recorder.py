@@ -390,3 +390,42 @@ def test_read_capture_rejects_a_bad_line(tmp_path: Path) -> None:
         list(read_capture(path))
     with pytest.raises(CaptureError, match="cannot read capture"):
         list(read_capture(tmp_path / "missing.jsonl"))
+
+
+def test_batched_capture_is_written_when_due_on_flush_and_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "c_s.jsonl"
+    rec = CallRecorder(tmp_path, "c", "s", MULAW_8K, capture_flush=3600)
+    for i in range(3):
+        line = json.dumps({"event": "media", "media": {"chunk": i}})
+        rec.capture("in", line, t=1.0 + i, is_json=True)
+    assert path.read_text() == ""  # batched: nothing written yet
+    rec.flush()
+    assert [c.msg["media"]["chunk"] for c in read_capture(path)] == [0, 1, 2]
+    rec.capture("out", {"event": "clearAudio"}, t=5.0)
+    rec.close()
+    assert [c.direction for c in read_capture(path)] == ["in", "in", "in", "out"]
+
+    due = CallRecorder(tmp_path, "c", "due", MULAW_8K, capture_flush=1e-9)
+    due.capture("in", '{"event":"stop"}', t=1.0, is_json=True)
+    assert [c.msg for c in read_capture(tmp_path / "c_due.jsonl")] == [{"event": "stop"}]
+    due.close()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"event":"media","media":{"payload":"/w=="}}',
+        '  {"event": "start"} \t',
+        '{"event":\n"start"}',
+        '{"a":"\\u2028 caf\u00e9"}',
+        "[1, 2]",
+    ],
+)
+def test_capture_of_known_json_writes_the_same_line(tmp_path: Path, raw: str) -> None:
+    with CallRecorder(tmp_path, "c", "checked", MULAW_8K) as checked:
+        checked.capture("in", raw, t=2.5)
+    with CallRecorder(tmp_path, "c", "known", MULAW_8K, capture_flush=0.5) as known:
+        known.capture("in", raw, t=2.5, is_json=True)
+    lines = (tmp_path / "c_checked.jsonl").read_text()
+    assert (tmp_path / "c_known.jsonl").read_text() == lines
+    assert json.loads(lines)["msg"] == json.loads(raw)
