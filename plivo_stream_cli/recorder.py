@@ -217,6 +217,10 @@ class WavRecorder:
             # If this fails too, the header on disk still describes an earlier, complete state.
             with contextlib.suppress(OSError):
                 self._write_header()
+            # A batch cut short by a full disk leaves bytes past what the header counts: drop
+            # them, so the file is exactly the WAV it claims to be (truncating needs no space).
+            with contextlib.suppress(OSError):
+                self._file.truncate(_HEADER.size + self._data_bytes)
             self._file.close()
             self._file = None
 
