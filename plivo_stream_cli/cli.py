@@ -13,12 +13,14 @@ import sys
 import typer
 
 from plivo_stream_cli import __version__, completion, output
-from plivo_stream_cli.commands.base import Group
+from plivo_stream_cli.commands.base import lazy_group
 from plivo_stream_cli.errors import ExitCode
 
+# Command modules register on `commands`; the root builds each one only when it is used.
+commands = typer.Typer(rich_markup_mode=None, add_completion=False)
 app = typer.Typer(
     name="pstream",
-    cls=Group,
+    cls=lazy_group(commands),
     help=(
         "Develop, test and debug Plivo Audio Streaming apps from the terminal.\n\n"
         "Start with `pstream demo`; run a local stream server with `pstream serve`; "
@@ -62,7 +64,7 @@ def _register_commands() -> None:
     from plivo_stream_cli.commands import COMMAND_MODULES
 
     for module in COMMAND_MODULES:
-        module.register(app)
+        module.register(commands)
 
 
 _register_commands()

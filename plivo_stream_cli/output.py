@@ -5,7 +5,6 @@ Every command prints through these helpers so the conventions are the same every
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -69,6 +68,8 @@ def data(text: str) -> None:
 
 def json_line(obj: Any) -> None:
     """Print one compact JSON document on stdout."""
+    import json  # here, not at the top: `pstream --help` and completion never need it
+
     data(json.dumps(obj, separators=(",", ":"), ensure_ascii=False, default=str))
 
 

@@ -37,8 +37,10 @@ def pstream(*args: str, env: dict[str, str] | None = None) -> Result:
 def walk(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     """The root command, every command and every sub-command, with the words that reach it."""
     yield path, command
-    for name, sub in getattr(command, "commands", {}).items():
-        yield from walk(sub, (*path, name))
+    if hasattr(command, "list_commands"):
+        ctx = command.make_context("pstream", [], resilient_parsing=True)
+        for name in command.list_commands(ctx):
+            yield from walk(command.get_command(ctx, name), (*path, name))
 
 
 ALL_COMMANDS = list(walk(typer.main.get_command(app)))

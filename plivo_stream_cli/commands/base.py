@@ -6,13 +6,20 @@ keep what the rich help had: options grouped by their `rich_help_panel`, and "Ex
 paragraphs printed as written (never re-wrapped, so they can be copied).
 
 Parsing stays off Typer's pydantic-backed value coercion where its result is not needed (see
-`lighten`), so `pstream CMD --help` and completion never import pydantic.
+`lighten`), so `pstream CMD --help` and completion never import pydantic. The root group builds
+a command's click object only when that command is used (`LazyGroup`): building all of them
+costs as much again as pstream's own imports, for a list of names and one-line descriptions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+from collections.abc import Iterator
 from typing import Any
 
+import typer
+import typer.main
 from typer.core import TyperCommand, TyperGroup
 
 EXAMPLE = "Example:"
@@ -45,6 +52,93 @@ class Group(TyperGroup):
 
     def get_params(self, ctx: Any) -> list[Any]:
         return lighten(super().get_params(ctx), completing=ctx.resilient_parsing)
+
+
+class LazyGroup(Group):
+    """A group whose commands live in `registry` and are built one by one, when used.
+
+    Listing them (`pstream --help`, `pstream <TAB>`) needs only each command's name and first
+    line of help: a bare stand-in with no parameters gives those at no cost.
+    """
+
+    registry: typer.Typer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._infos = {info.name: info for info in self.registry.registered_commands}
+        self._groups = {info.name: info for info in self.registry.registered_groups}
+        self._listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [str(name) for name in (*self._infos, *self._groups)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands:
+            if self._listing and cmd_name in self._infos:
+                return _stand_in(self._infos[cmd_name])
+            if self._listing and cmd_name in self._groups:
+                return _group_stand_in(self._groups[cmd_name])
+            built = self._build(cmd_name)
+            if built is None:
+                return None
+            self.commands[cmd_name] = built
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with self._stand_ins():
+            super().format_commands(ctx, formatter)
+
+    def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
+        with self._stand_ins():
+            return super().shell_complete(ctx, incomplete)
+
+    @contextlib.contextmanager
+    def _stand_ins(self) -> Iterator[None]:
+        self._listing = True
+        try:
+            yield
+        finally:
+            self._listing = False
+
+    def _build(self, name: str) -> Any:
+        if name in self._groups:
+            group = self._groups[name].typer_instance
+            assert group is not None
+            return typer.main.get_command(group)
+        if name not in self._infos:
+            return None
+        holder = typer.Typer(
+            rich_markup_mode=self.rich_markup_mode,
+            add_completion=False,
+            pretty_exceptions_enable=False,
+        )
+        holder.registered_commands.append(self._infos[name])
+        return typer.main.get_command(holder)
+
+
+def lazy_group(registry: typer.Typer) -> type[LazyGroup]:
+    """The root group class for commands registered on `registry`."""
+    return type("RootGroup", (LazyGroup,), {"registry": registry})
+
+
+def _stand_in(info: Any) -> TyperCommand:
+    """A command's name and help, without its parameters (which are what costs)."""
+    help_text = info.help if info.help is not None else inspect.getdoc(info.callback)
+    return TyperCommand(
+        name=info.name,
+        help=help_text,
+        short_help=info.short_help,
+        hidden=info.hidden,
+        rich_markup_mode=None,
+    )
+
+
+def _group_stand_in(info: Any) -> TyperCommand:
+    """A sub-group's name and help; its help is on the group or on its Typer (else a default)."""
+    typer_info = info.typer_instance.info if info.typer_instance else None
+    helps = (info.help, getattr(typer_info, "help", None))
+    help_text = next((h for h in helps if isinstance(h, str)), None)
+    return TyperCommand(name=info.name, help=help_text, rich_markup_mode=None)
 
 
 def keep_examples(text: str | None) -> str | None:
