@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -71,9 +72,12 @@ class NgrokTunnel:
         from pyngrok import conf, ngrok
         from pyngrok.exception import PyngrokError
 
-        self._config = conf.PyngrokConfig(
-            auth_token=self.settings.authtoken, region=self.settings.region
-        )
+        self._config = conf.PyngrokConfig(region=self.settings.region)
+        # pyngrok would put the token on ngrok's command line (`--authtoken`), where `ps` shows
+        # it to every user; the ngrok agent reads NGROK_AUTHTOKEN from its environment instead.
+        self._config.auth_token = None
+        if self.settings.authtoken:
+            os.environ["NGROK_AUTHTOKEN"] = self.settings.authtoken
         options: dict[str, Any] = {}
         if self.settings.domain:
             options["url"] = f"https://{_bare_domain(self.settings.domain)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ def test_ngrok_adapter_calls_pyngrok_with_port_token_domain_region(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: dict[str, Any] = {}
+    monkeypatch.setenv("NGROK_AUTHTOKEN", "from-before")  # restored after the test
 
     def fake_connect(addr: str, proto: str, pyngrok_config: Any = None, **options: Any) -> Any:
         calls.update(addr=addr, proto=proto, config=pyngrok_config, options=options)
@@ -95,7 +97,9 @@ def test_ngrok_adapter_calls_pyngrok_with_port_token_domain_region(
     assert tunnel.open(8080) == "https://abc.ngrok-free.app"
     assert calls["addr"] == "8080" and calls["proto"] == "http"
     assert calls["options"] == {"url": "https://me.ngrok.app"}
-    assert calls["config"].auth_token == "ngrok-secret" and calls["config"].region == "eu"
+    # the token reaches ngrok through its environment, never its (public) command line
+    assert calls["config"].auth_token is None and calls["config"].region == "eu"
+    assert os.environ["NGROK_AUTHTOKEN"] == "ngrok-secret"
     tunnel.close()
     assert calls["gone"] == "https://abc.ngrok-free.app" and calls["killed"]
     tunnel.close()  # idempotent
