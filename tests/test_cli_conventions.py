@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import typer.main
 from conftest import ROOT, free_port
+from plivo_standin import AUTH_ID, AUTH_TOKEN, PlivoStandIn, Reply
 from test_completions import MARKUP
 from typer.testing import CliRunner, Result
 
@@ -207,6 +208,21 @@ def test_no_color_wins_over_force_color() -> None:
         command = [sys.executable, "-m", "plivo_stream_cli", *args]
         done = subprocess.run(command, capture_output=True, env=env, timeout=60, check=False)
         assert not ESCAPE.search(done.stdout + done.stderr), args
+
+
+def test_a_table_has_no_escape_codes_with_no_color_on_a_terminal_or_forced() -> None:
+    stream = {"stream_id": "st-1", "call_uuid": CALL, "service_url": "wss://e.com/s"}
+    with PlivoStandIn() as api:
+        path = f"/v1/Account/{AUTH_ID}/Call/{CALL}/Stream/"
+        api.route("GET", path, Reply(200, {"meta": {"count": 1}, "objects": [stream]}))
+        env = {"PLIVO_AUTH_ID": AUTH_ID, "PLIVO_AUTH_TOKEN": AUTH_TOKEN, "PLIVO_API_URL": api.url}
+        code, shown = on_a_terminal("get", CALL, env={**env, "NO_COLOR": "1"})
+        assert code == 0 and b"st-1" in shown and not ESCAPE.search(shown), shown
+        forced = {**os.environ, **env, "NO_COLOR": "1", "FORCE_COLOR": "1"}
+        command = [sys.executable, "-m", "plivo_stream_cli", "get", CALL]
+        piped = subprocess.run(command, capture_output=True, env=forced, timeout=60, check=False)
+        assert piped.returncode == 0 and b"st-1" in piped.stdout
+        assert not ESCAPE.search(piped.stdout + piped.stderr)
 
 
 def test_piped_output_has_no_escape_codes_even_without_no_color() -> None:

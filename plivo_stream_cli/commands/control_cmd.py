@@ -366,4 +366,4 @@ def _print_streams(snapshots: list[dict[str, Any]]) -> None:
     if output.is_terminal():
         output.console().print(table)
     else:  # piped: never squeeze the ids into 80 columns
-        Console(file=sys.stdout, width=10_000, no_color=True, highlight=False).print(table)
+        Console(file=sys.stdout, width=10_000, color_system=None, highlight=False).print(table)

@@ -247,7 +247,7 @@ def _print_table(table: StreamTable) -> None:
 
     if not output.is_terminal():
         # Piped: rich would squeeze the table into 80 columns and cut the ids; print it whole.
-        piped = Console(file=sys.stdout, width=10_000, no_color=True, highlight=False)
+        piped = Console(file=sys.stdout, width=10_000, color_system=None, highlight=False)
         piped.print(_wide_table(Table, table, box.SIMPLE))
         return
     console = output.console()
