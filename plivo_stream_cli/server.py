@@ -206,16 +206,22 @@ class LiveStream:
     async def on_start(self, event: Start) -> None:
         config = self.server.config
         if config.record_dir is not None:
-            self._open_recorder(event, config.record_dir)
+            await self._open_recorder(event, config.record_dir)
         if config.play_audio is not None:
             wire = self._convert(config.play_audio, config.play_rate)
             self.start_playback(wire, config.play_name)
 
-    def _open_recorder(self, event: Start, directory: Path) -> None:
+    async def _open_recorder(self, event: Start, directory: Path) -> None:
+        """Create the stream's files in a worker thread, then attach them.
+
+        Creating files can take milliseconds, and every other stream's frames would wait for
+        them; this stream's next message is read only once the recorder exists.
+        """
         from plivo_stream_cli.recorder import CallRecorder
 
         try:
-            self.recorder = CallRecorder(
+            recorder = await asyncio.to_thread(
+                CallRecorder,
                 directory,
                 event.call_id,
                 event.stream_id,
@@ -226,6 +232,11 @@ class LiveStream:
             )
         except Exception as exc:  # recording trouble must not stop serving
             self.note_error(f"recording disabled: {exc}")
+            return
+        if self.session.state is SessionState.STOPPED:  # the server shut down meanwhile
+            recorder.close()
+            return
+        self.recorder = recorder
 
     def _convert(self, pcm: bytes, rate: int) -> bytes:
         fmt = self.media_format
