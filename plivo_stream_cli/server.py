@@ -589,7 +589,11 @@ class StreamServer:
         if isinstance(event, Start):
             old_id = live.conn_id
             self.streams.pop(old_id, None)
-            self.streams[event.stream_id] = live
+            key = live.stream_id  # the connection's id if the peer sent an empty streamId
+            if key in self.streams:  # never clobber a live stream with the same id
+                live.note_error(f"streamId {key!r} is already live on another connection")
+                key = f"{key}#{old_id}"
+            self.streams[key] = live
             self.totals["streams"] += 1
             self.publish(event_record(event, t=now, stream=event.stream_id))
             await live.on_start(event)
@@ -601,12 +605,10 @@ class StreamServer:
             live.note_error(note)
 
     def _finish(self, live: LiveStream) -> None:
-        if self.streams.get(live.stream_id) is live:
-            del self.streams[live.stream_id]
-        elif self.streams.get(live.conn_id) is live:
-            del self.streams[live.conn_id]
-        else:
-            return
+        key = next((key for key, other in self.streams.items() if other is live), None)
+        if key is None:
+            return  # finished already
+        del self.streams[key]
         live.session.close()
         files = []
         if live.recorder is not None:
