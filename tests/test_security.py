@@ -35,7 +35,7 @@ from plivo_stream_cli.control import ControlServer
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.nonces import NonceCache
-from plivo_stream_cli.server import ServeConfig, StreamServer
+from plivo_stream_cli.server import ServeConfig, StreamServer, prepare_record_dir
 from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, sign_headers
 from tests.conftest import free_port, pstream_process, run, wait_for_port
 
@@ -268,6 +268,11 @@ def test_two_live_connections_claiming_one_stream_id_are_both_kept(tmp_path: Pat
     assert len(list(tmp_path.glob("*.inbound.wav"))) == 2
 
 
+def test_a_new_recording_directory_is_private(tmp_path: Path) -> None:
+    created = prepare_record_dir(tmp_path / "new" / "calls")
+    assert created.stat().st_mode & 0o777 == 0o700
+
+
 # ---------------------------------------------------------------- secrets never printed
 
 
@@ -298,6 +303,7 @@ def test_tokens_never_reach_output_logs_errors_or_recordings(
         seen += _cli(["-v", "simulate", url, "--speed", "8"], expect=0)
         seen += _cli(["-v", "simulate", url, "--auth-token", "not-the-token"], expect=3)
         run(_replay(port, secret_env["PLIVO_AUTH_TOKEN"]))
+        control_token = _control_token()
         seen += _webhooks(port, secret_env["PLIVO_AUTH_TOKEN"])
     finally:
         serve.send_signal(signal.SIGTERM)
@@ -313,7 +319,7 @@ def test_tokens_never_reach_output_logs_errors_or_recordings(
     seen += _cli(["signature", "check", url, "--signature", "AAAA", "--nonce", "1"], expect=8)
     seen += _cli(["signature", "check", url, "--signature", "AAAA", "--nonce", "1", "--json"], 8)
     seen += _cli(["xml", "--bidirectional", url], expect=0)
-    for secret in secret_env.values():
+    for secret in (*secret_env.values(), control_token):
         leaks = [text for text in seen if secret in text]
         assert not leaks, f"token found in: {leaks[0][:300]!r}"
 
@@ -338,6 +344,13 @@ def _webhooks(port: int, token: str) -> list[str]:
             bodies.append(exc.read().decode())
     assert "<Stream" in bodies[0] and "invalid signature" in bodies[1]
     return bodies
+
+
+def _control_token() -> str:
+    """The token serve published for its control channel (in its 0600 state file)."""
+    state = Path(os.environ["PSTREAM_STATE_DIR"])
+    (entry,) = [json.loads(p.read_text()) for p in state.glob("*.json") if "token" in p.read_text()]
+    return str(entry["token"])
 
 
 def _cli(args: list[str], expect: int) -> list[str]:
