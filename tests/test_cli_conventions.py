@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import typer.main
 from conftest import ROOT, free_port
 from plivo_standin import AUTH_ID, AUTH_TOKEN, PlivoStandIn, Reply
@@ -22,6 +23,7 @@ from typer.testing import CliRunner, Result
 
 from plivo_stream_cli import errors, output
 from plivo_stream_cli.cli import app
+from plivo_stream_cli.commands.common import add
 from plivo_stream_cli.errors import EXIT_CODE_MEANINGS, ExitCode
 
 TOKEN = "conventions-token"
@@ -262,6 +264,20 @@ def test_every_error_type_exits_with_a_code_from_the_table() -> None:
     assert len(kinds) >= 8
     for kind in kinds:
         assert kind.exit_code in EXIT_CODE_MEANINGS, kind
+
+
+def test_ctrl_c_at_a_prompt_exits_130_like_anywhere_else() -> None:
+    """click turns Ctrl-C (or end of input) at a prompt into Abort, which would exit 1."""
+    demo = typer.Typer()
+
+    def ask() -> None:
+        typer.prompt("stream", err=True)
+
+    add(demo, ask, "ask")
+    add(demo, ask, "again")  # two commands: a group, as in pstream
+    result = CliRunner().invoke(demo, ["ask"], input="")
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert "interrupted" in result.stderr and "Aborted" not in result.output
 
 
 # ---------------------------------------------------------------- start-up

@@ -26,7 +26,7 @@ def guarded(fn: F) -> F:
         except PstreamError as exc:
             output.error(exc.message)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, typer.Abort):  # a prompt turns Ctrl-C into Abort (exit 1)
             output.status("interrupted")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
