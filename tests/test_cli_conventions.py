@@ -67,6 +67,7 @@ def test_help_exits_0_and_shows_an_example_of_the_command(path: tuple[str, ...])
     examples = [p for p in result.stdout.split("\n\n") if p.strip().startswith("Example:")]
     assert examples, f"`pstream {' '.join(path)} --help` shows no Example:"
     assert any(f"pstream {' '.join(path)}" in e for e in examples), examples
+    assert "--install-completion" not in result.stdout  # `pstream completion SHELL` instead
 
 
 def test_examples_are_printed_unwrapped_so_they_can_be_copied() -> None:

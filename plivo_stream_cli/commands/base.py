@@ -101,19 +101,22 @@ class LazyGroup(Group):
             self._listing = False
 
     def _build(self, name: str) -> Any:
+        """The command as Typer builds it for a group (the same calls, one command at a time)."""
+        registry = self.registry
         if name in self._groups:
-            group = self._groups[name].typer_instance
-            assert group is not None
-            return typer.main.get_command(group)
-        if name not in self._infos:
-            return None
-        holder = typer.Typer(
-            rich_markup_mode=self.rich_markup_mode,
-            add_completion=False,
-            pretty_exceptions_enable=False,
-        )
-        holder.registered_commands.append(self._infos[name])
-        return typer.main.get_command(holder)
+            return typer.main.get_group_from_info(
+                self._groups[name],
+                pretty_exceptions_short=registry.pretty_exceptions_short,
+                suggest_commands=registry.suggest_commands,
+                rich_markup_mode=self.rich_markup_mode,
+            )
+        if name in self._infos:
+            return typer.main.get_command_from_info(
+                self._infos[name],
+                pretty_exceptions_short=registry.pretty_exceptions_short,
+                rich_markup_mode=self.rich_markup_mode,
+            )
+        return None
 
 
 def lazy_group(registry: typer.Typer) -> type[LazyGroup]:
