@@ -15,8 +15,10 @@ time for T seconds. For the server it reports:
 
 The same run measures `floor_server.py`, a bare `websockets` server that only parses the JSON
 and decodes the base64, under the same load, and prints pstream's CPU per frame as a ratio to
-it. A run holds real time when nothing is lost, p99 lag is under 50 ms and the generator kept
-its schedule. `--search` finds the largest N that holds.
+it. With `--repeat`, the runs are interleaved so that both see the same machine, and the ratio
+is of the medians. A run holds real time when nothing is lost, p99 lag is under 50 ms and the
+generator kept its schedule. `--search` finds the largest N that holds (`--search-floor` the
+floor's too).
 
     python benchmarks/load.py --calls 400 --seconds 30
     python benchmarks/load.py --search --seconds 20
@@ -46,6 +48,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LAG_LIMIT_MS = 50.0
+SERVERS = ("pstream", "floor")
 SAMPLES_PER_FRAME = 160  # 20 ms of mu-law at 8 kHz
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -290,7 +293,7 @@ def describe(trial: Trial) -> str:
     gen = trial.generator
     verdict = "holds" if trial.holds else "FAILS"
     line = (
-        f"{trial.server:8} {trial.calls:4d} calls x {trial.seconds:g} s: {verdict}; "
+        f"{trial.server:7} {trial.calls:4d} calls x {trial.seconds:g} s: {verdict}; "
         f"frames {trial.frames_received}/{trial.frames_sent}; "
         f"CPU {trial.cpu_s:.2f} s = {trial.cpu_s_per_1000:.4f} s/1000 frames "
         f"({100 * trial.cpu_share:.0f}% of a core); peak RSS {trial.peak_rss_mb:.0f} MB"
@@ -347,36 +350,32 @@ def main() -> int:
         args.calls, args.seconds, args.no_floor, args.repeat = 20, 8.0, True, 1
     results: dict[str, Any] = {}
     if args.search_floor:
-        results["floor_largest_calls"] = search("floor", args.seconds, args.start, args.step)
-        print(f"floor: largest N holding real time: {results['floor_largest_calls']}", flush=True)
+        results["floor_largest_calls"] = best = search("floor", args.seconds, args.start, args.step)
+        print(f"floor: largest N holding real time: {best}", flush=True)
     if args.search:
         best = search("pstream", args.seconds, args.start, args.step)
         print(f"pstream: largest N holding real time: {best}", flush=True)
         results["largest_calls"] = best
         args.calls = best or args.start
-    ours, floors = [], []
+    runs: dict[str, list[Trial]] = {name: [] for name in SERVERS[: 1 if args.no_floor else 2]}
     for _ in range(max(1, args.repeat)):
-        ours.append(run_trial("pstream", args.calls, args.seconds))
-        print(describe(ours[-1]), flush=True)
-        if not args.no_floor:
-            floors.append(run_trial("floor", args.calls, args.seconds))
-            print(describe(floors[-1]), flush=True)
-    results["pstream"] = [{**asdict(t), "holds": t.holds, "lossless": t.lossless} for t in ours]
-    if floors:
-        ratio = _median(ours) / max(1e-9, _median(floors))
-        print(
-            f"pstream CPU per frame = {ratio:.2f} x the bare websockets floor"
-            + (f" (medians of {len(ours)} runs each)" if len(ours) > 1 else ""),
-            flush=True,
-        )
+        for name, trials in runs.items():  # interleaved, so all see the same machine
+            trials.append(run_trial(name, args.calls, args.seconds))
+            print(describe(trials[-1]), flush=True)
+    ours = runs["pstream"]
+    for name, trials in runs.items():
+        results[name] = [{**asdict(t), "holds": t.holds, "lossless": t.lossless} for t in trials]
+    many = f" (medians of {len(ours)} runs each)" if len(ours) > 1 else ""
+    if "floor" in runs:
+        results["ratio"] = ratio = _median(ours) / max(1e-9, _median(runs["floor"]))
+        print(f"pstream CPU per frame = {ratio:.2f} x the bare websockets floor{many}", flush=True)
         memory = idle_memory(args.calls)
         print(
             f"idle streams: {memory['kb_per_stream']:.1f} KB each "
             f"({memory['streams']} streams over {memory['rss_before_mb']:.0f} MB at start)",
             flush=True,
         )
-        results.update(floor=[{**asdict(t), "holds": t.holds} for t in floors])
-        results.update(ratio=ratio, idle=memory)
+        results["idle"] = memory
     if args.json:
         print(json.dumps(results))
     return 0 if all(t.lossless for t in ours) else 1

@@ -51,7 +51,6 @@ from plivo_stream_cli.webhooks import (
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
 WEBSOCKET_MAX_SIZE = 1024 * 1024  # larger than Plivo's 64 KB so oversize messages are logged, kept
-READ_SIZE = 64 * 1024  # bytes per socket read; see _small_reads
 CAPTURE_FLUSH_SECONDS = 0.5  # capture lines batched like the WAVs: a write per frame adds up
 MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms frames)
 
@@ -544,7 +543,6 @@ class StreamServer:
             )
 
     async def _receive_loop(self, live: LiveStream) -> None:
-        _small_reads(live.ws)
         session = live.session
         try:
             async for message in live.ws:
@@ -650,19 +648,6 @@ def _without_media(listener: Listener) -> Listener:
             listener(record)
 
     return filtered
-
-
-def _small_reads(ws: ServerConnection) -> None:
-    """Read the socket in 64 KiB chunks instead of asyncio's 256 KiB.
-
-    asyncio allocates a buffer of the full read size for every `recv()` before shrinking it;
-    at 256 KiB, glibc serves that with a fresh mmap, which made each 20 ms frame's read about
-    six times dearer than the frame's parsing, decoding and recording together. 64 KiB still
-    holds Plivo's largest message. Transports without the attribute are left as they are.
-    """
-    transport = getattr(ws, "transport", None)
-    if transport is not None and hasattr(transport, "max_size"):
-        transport.max_size = READ_SIZE
 
 
 def _remote(connection: ServerConnection) -> str:
