@@ -9,6 +9,7 @@ here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ def make_connection_class(router: Router) -> type[ServerConnection]:
         _sniffing = True
         _buffer = b""
         _head: tuple[str, str, dict[str, str]] | None = None
+        _webhook_task: asyncio.Task[None] | None = None
 
         def data_received(self, data: bytes) -> None:
             if not self._sniffing:
@@ -140,9 +142,8 @@ def make_connection_class(router: Router) -> type[ServerConnection]:
             peer = self.transport.get_extra_info("peername")
             remote = f"{peer[0]}:{peer[1]}" if peer else ""
             request = HttpRequest(method, target, headers, body, remote)
-            task = self.loop.create_task(self._answer(request))
-            self.server.handler_tasks.add(task)
-            task.add_done_callback(self.server.handler_tasks.discard)
+            # held here so the task is not garbage-collected mid-flight (works on every websockets)
+            self._webhook_task = self.loop.create_task(self._answer(request))
 
         async def _answer(self, request: HttpRequest) -> None:
             try:
