@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from plivo_stream_cli import codec, synth
 from plivo_stream_cli.events import Media, Start
@@ -295,3 +296,57 @@ def test_payload_text_in_capture_is_kept_for_replay(tmp_path: Path) -> None:
         if line["msg"].get("event") == "media"
     ]
     assert b"".join(payloads) == b"".join(codec.frames(audio, MULAW_8K))
+
+
+def test_frames_keep_their_order_across_binary_and_fragmented_messages(tmp_path: Path) -> None:
+    # After the start, text frames are handled as they arrive; binary and fragmented messages
+    # go through websockets' queue. Frames written in one burst (one read on the server) mix
+    # both paths, and the stream must still see the peer's order.
+    frames = codec.frames(caller(MULAW_8K, 0.8), MULAW_8K)
+    burst = []
+    for seq, frame in enumerate(frames, start=2):
+        text = _media(seq, frame).encode()
+        if seq % 7 == 0:
+            burst.append(Frame(Opcode.BINARY, b"\x00binary"))
+        if seq % 5 == 0:  # the same message in three fragments
+            burst.append(Frame(Opcode.TEXT, text[:9], fin=False))
+            burst.append(Frame(Opcode.CONT, text[9:40], fin=False))
+            burst.append(Frame(Opcode.CONT, text[40:]))
+        else:
+            burst.append(Frame(Opcode.TEXT, text))
+
+    async def scenario() -> None:
+        records: list[dict[str, object]] = []
+        async with StreamServer(ServeConfig(port=0, record_dir=tmp_path)) as server:
+            server.subscribe(records.append)
+            async with connect(server.local_url, compression=None) as ws:
+                await ws.send(_start().to_json())
+                await _until(lambda: bool(server.streams) and _started(server))
+                ws.transport.write(b"".join(f.serialize(mask=True) for f in burst))
+                await _until(lambda: _media_count(server) == len(frames))
+                (live,) = server.streams.values()
+                assert live.session.sequence.reorders == live.session.sequence.gaps == 0
+        seqs = [r["seq"] for r in records if r["event"] == "media"]
+        assert seqs == list(range(2, len(frames) + 2))
+
+    run(scenario())
+    assert wav_frames(recorded(tmp_path, "inbound")) == codec.decode(b"".join(frames), MULAW_8K)
+
+
+def _started(server: StreamServer) -> bool:
+    return all(live.recorder is not None for live in server.streams.values())
+
+
+def test_invalid_utf8_text_after_start_still_closes_1007() -> None:
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0)) as server:
+            async with connect(server.local_url) as ws:
+                await ws.send(_start().to_json())
+                await ws.send(_media(2, b"\xff" * 160))
+                await _until(lambda: _media_count(server) == 1)
+                await ws.send(b'{"event":"\xff"}', text=True)
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert ws.close_code == 1007
+
+    run(scenario())
