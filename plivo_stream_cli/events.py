@@ -32,11 +32,23 @@ def _compact(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+class _Wire:
+    """What every event shares: its JSON text is its documented dict, compact."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return _compact(self.to_dict())
+
+
 # ---------------------------------------------------------------- inbound (Plivo -> server)
 
 
 @dataclass(frozen=True, slots=True)
-class Start:
+class Start(_Wire):
     """`start`: once per stream, with the call's metadata and media format."""
 
     event: ClassVar[str] = "start"
@@ -70,12 +82,9 @@ class Start:
             "extra_headers": self.extra_headers,
         }
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class Media:
+class Media(_Wire):
     """`media`: about 20 ms of one track's audio; `payload` is already base64-decoded."""
 
     event: ClassVar[str] = "media"
@@ -102,12 +111,9 @@ class Media:
             out["extra_headers"] = self.extra_headers
         return out
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class Dtmf:
+class Dtmf(_Wire):
     """`dtmf`: the caller pressed a key."""
 
     event: ClassVar[str] = "dtmf"
@@ -129,12 +135,9 @@ class Dtmf:
             out["extra_headers"] = self.extra_headers
         return out
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class PlayedStream:
+class PlayedStream(_Wire):
     """`playedStream` (alias `played`): the audio queued before checkpoint `name` has played."""
 
     event: ClassVar[str] = "playedStream"
@@ -150,12 +153,9 @@ class PlayedStream:
             "name": self.name,
         }
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class ClearedAudio:
+class ClearedAudio(_Wire):
     """`clearedAudio`: the playback queue was emptied after a `clearAudio`."""
 
     event: ClassVar[str] = "clearedAudio"
@@ -169,12 +169,9 @@ class ClearedAudio:
             "streamId": self.stream_id,
         }
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class Stop:
+class Stop(_Wire):
     """`stop`: modelled by one SDK, undocumented; the socket may also just close."""
 
     event: ClassVar[str] = "stop"
@@ -184,12 +181,9 @@ class Stop:
     def to_dict(self) -> dict[str, Any]:
         return {"event": "stop", "sequenceNumber": self.sequence_number, "streamId": self.stream_id}
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class UnknownEvent:
+class UnknownEvent(_Wire):
     """An event name this version does not know; the raw message is kept."""
 
     name: str
@@ -203,15 +197,12 @@ class UnknownEvent:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.raw)
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 # ---------------------------------------------------------------- outbound (server -> Plivo)
 
 
 @dataclass(frozen=True, slots=True)
-class PlayAudio:
+class PlayAudio(_Wire):
     """`playAudio`: audio for the caller in the stream's format; `payload` is raw wire audio."""
 
     event: ClassVar[str] = "playAudio"
@@ -232,12 +223,9 @@ class PlayAudio:
             out["streamId"] = self.stream_id
         return out
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(_Wire):
     """`checkpoint`: ask Plivo for a `playedStream` once the audio queued so far has played."""
 
     event: ClassVar[str] = "checkpoint"
@@ -247,12 +235,9 @@ class Checkpoint:
     def to_dict(self) -> dict[str, Any]:
         return {"event": "checkpoint", "streamId": self.stream_id, "name": self.name}
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class ClearAudio:
+class ClearAudio(_Wire):
     """`clearAudio`: drop all queued audio (barge-in)."""
 
     event: ClassVar[str] = "clearAudio"
@@ -261,12 +246,9 @@ class ClearAudio:
     def to_dict(self) -> dict[str, Any]:
         return {"event": "clearAudio", "streamId": self.stream_id}
 
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
-
 
 @dataclass(frozen=True, slots=True)
-class SendDtmf:
+class SendDtmf(_Wire):
     """`sendDTMF`: undocumented, seen in third-party code: play DTMF tones to the caller."""
 
     event: ClassVar[str] = "sendDTMF"
@@ -274,9 +256,6 @@ class SendDtmf:
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": "sendDTMF", "dtmf": self.digits}
-
-    def to_json(self) -> str:
-        return _compact(self.to_dict())
 
 
 InboundEvent: TypeAlias = Start | Media | Dtmf | PlayedStream | ClearedAudio | Stop
