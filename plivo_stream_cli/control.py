@@ -46,6 +46,7 @@ from urllib.parse import urlsplit
 from plivo_stream_cli import codec, statefile
 from plivo_stream_cli.errors import ConfigError, NetworkError, UsageError
 from plivo_stream_cli.feed import Record, note_record
+from plivo_stream_cli.server import quiet_logger, remote_of
 from plivo_stream_cli.session import SessionState
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class ControlServer:
                 max_size=MAX_MESSAGE_BYTES,
                 compression=None,
                 ping_interval=None,  # loopback: TCP reports a dead peer
-                logger=_quiet_logger(),
+                logger=quiet_logger("pstream.control"),
             )
         except OSError as exc:
             raise UsageError(
@@ -172,7 +173,7 @@ class ControlServer:
         ):
             return None
         reason = "no token" if presented is None else "wrong token"
-        self._note("control-refused", remote=_remote(connection), reason=reason)
+        self._note("control-refused", remote=remote_of(connection), reason=reason)
         return connection.respond(HTTPStatus.UNAUTHORIZED, f"control channel: {reason}\n")
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -181,7 +182,7 @@ class ControlServer:
         monitor: _Monitor | None = None
         try:
             async for message in ws:
-                reply, wants_monitor = await self._dispatch(message, _remote(ws))
+                reply, wants_monitor = await self._dispatch(message, remote_of(ws))
                 if wants_monitor is not None and monitor is None:
                     monitor = _Monitor(self, ws, media=wants_monitor)
                     self._monitors.add(monitor)
@@ -598,19 +599,3 @@ def _bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
-
-
-def _remote(connection: Any) -> str:
-    address = connection.remote_address
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address or "")
-
-
-def _quiet_logger() -> Any:
-    import logging
-
-    logger = logging.getLogger("pstream.control")
-    logger.setLevel(logging.CRITICAL)
-    logger.propagate = False
-    return logger

@@ -311,7 +311,7 @@ class StreamServer:
             max_size=WEBSOCKET_MAX_SIZE,
             open_timeout=self.config.start_timeout,  # a peer that never finishes its request
             ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
-            logger=_quiet_logger(),
+            logger=quiet_logger("pstream.websockets"),
         )
         sockets = list(self._server.sockets)
         if sockets:
@@ -373,7 +373,7 @@ class StreamServer:
     ) -> Response | None:
         if urlsplit(request.path).path == self.config.path:
             return None  # the WebSocket upgrade proceeds
-        response = await self._route(from_websockets_request(request, _remote(connection)))
+        response = await self._route(from_websockets_request(request, remote_of(connection)))
         return to_websockets_response(response or HttpResponse(404, "not found\n"))
 
     async def _route(self, request: HttpRequest) -> HttpResponse | None:
@@ -511,7 +511,7 @@ class StreamServer:
         self.totals["connections"] += 1
         self._next_id += 1
         conn_id = f"conn-{self._next_id}"
-        remote = _remote(ws)
+        remote = remote_of(ws)
         headers = {k.lower(): v for k, v in ws.request.headers.raw_items()} if ws.request else {}
         target = ws.request.path if ws.request else self.config.path
         ok, why = self.check_signature("GET", target, headers)
@@ -722,17 +722,19 @@ def _with_text_sink(base: type[ServerConnection]) -> type[ServerConnection]:
     return TextSinkConnection
 
 
-def _remote(connection: ServerConnection) -> str:
+def remote_of(connection: ServerConnection) -> str:
+    """`host:port` of a connection's peer (for logs and feed records)."""
     address = connection.remote_address
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address or "")
 
 
-def _quiet_logger() -> Any:
+def quiet_logger(name: str) -> Any:
+    """A logger that keeps websockets' own messages off the terminal (pstream reports itself)."""
     import logging
 
-    logger = logging.getLogger("pstream.websockets")
+    logger = logging.getLogger(name)
     logger.setLevel(logging.CRITICAL)
     logger.propagate = False
     return logger
