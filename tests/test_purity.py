@@ -20,6 +20,8 @@ PURE_MODULES = [
     "synth",
     "calls",
     "nonces",
+    "capturefeed",
+    "streams_table",
 ]
 FORBIDDEN = [
     "websockets",
