@@ -142,12 +142,10 @@ class WavRecorder:
             raise codec.CodecError(
                 f"{self.path}: {len(pcm)} bytes is not a whole number of {self._block}-byte frames"
             )
-        self._pending += pcm
+        pending = self._pending
+        pending += pcm
         self._frames += len(pcm) // self._block
-        if (
-            len(self._pending) >= self._threshold
-            or time.monotonic() - self._last_sync >= self._max_delay
-        ):
+        if len(pending) >= self._threshold or time.monotonic() - self._last_sync >= self._max_delay:
             self.flush()
 
     def flush(self) -> None:
@@ -271,6 +269,7 @@ class CallRecorder:
         self._emit_bytes = 2 * int(fmt.sample_rate * _CALL_BATCH_SECONDS)
         self._result: list[RecordedFile] | None = None
         self._create_files(f"{safe_name(call_id)}_{safe_name(stream_id)}", capture)
+        self._inbound_wav = self._wavs["inbound"]  # written once per frame
 
     @property
     def paths(self) -> list[Path]:
@@ -295,7 +294,7 @@ class CallRecorder:
         if track == "outbound":
             self.outbound(pcm)
             return
-        self._wavs["inbound"].write(pcm)
+        self._inbound_wav.write(pcm)
         if self.stereo:
             self._left += pcm
             self._in_pos += len(pcm) // 2
@@ -335,11 +334,16 @@ class CallRecorder:
         """
         if direction not in ("in", "out"):
             raise ValueError(f"capture direction must be 'in' or 'out', got {direction!r}")
-        if self._capture is None:
+        capture = self._capture
+        if capture is None:
             return
         t = time.time() if t is None else t
+        if is_json and isinstance(raw, str) and "\n" not in raw and "\r" not in raw:
+            line = f'{{"t":{t:.6f},"dir":"{direction}","msg":{raw.strip()}}}\n'  # per frame
+        else:
+            line = _capture_line(t, direction, raw, is_json)
         try:
-            self._capture.write(_capture_line(t, direction, raw, is_json))
+            capture.write(line)
             if self._capture_flush and time.monotonic() >= self._capture_due:
                 self._flush_capture()
         except OSError as exc:

@@ -291,6 +291,7 @@ class StreamServer:
         self.config = config
         self.streams: dict[str, LiveStream] = {}
         self.listeners: list[Listener] = []
+        self._listening: tuple[Listener, ...] = ()  # `listeners` as of its last change
         self.media_listeners = 0  # listeners that want per-frame media records
         self.totals = {"connections": 0, "rejected": 0, "streams": 0, "errors": 0}
         self._server: Server | None = None
@@ -350,21 +351,26 @@ class StreamServer:
         """Receive every feed record (media too unless `media=False`); returns an unsubscribe."""
         entry = listener if media else _without_media(listener)
         self.listeners.append(entry)
+        self._listening = tuple(self.listeners)
         self.media_listeners += 1 if media else 0
 
         def unsubscribe() -> None:
             if entry in self.listeners:
                 self.listeners.remove(entry)
+                self._listening = tuple(self.listeners)
                 self.media_listeners -= 1 if media else 0
 
         return unsubscribe
 
     def publish(self, record: Record) -> None:
-        for listener in list(self.listeners):
+        # A snapshot, not a copy per record: a listener may unsubscribe while it is called.
+        for listener in self._listening:
             try:
                 listener(record)
             except Exception:  # a broken consumer must never hurt the stream
-                self.listeners.remove(listener)
+                if listener in self.listeners:
+                    self.listeners.remove(listener)
+                    self._listening = tuple(self.listeners)
 
     # ------------------------------------------------------------ HTTP side
 
@@ -584,8 +590,9 @@ class StreamServer:
             self.totals["errors"] += 1
             live.note_error(str(exc))
             return None
-        if live.recorder is not None:  # captured before it is acted on, as received
-            live.recorder.capture("in", message, now, is_json=True)
+        recorder = live.recorder
+        if recorder is not None:  # captured before it is acted on, as received
+            recorder.capture("in", message, now, is_json=True)
         if isinstance(event, Media):
             self._on_media(live, event, now)
         elif isinstance(event, Start):
@@ -603,18 +610,19 @@ class StreamServer:
             asyncio.get_running_loop().create_task(live.ws.close(1011, "internal error"))
 
     def _on_media(self, live: LiveStream, event: Media, now: float) -> None:
-        fmt = live.session.media_format
+        payload, track = event.payload, event.track
         try:
-            pcm = codec.decode(event.payload, fmt)
+            pcm = codec.decode(payload, live.session.media_format)
         except codec.CodecError as exc:
             live.note_error(str(exc))
             return
-        if event.track == "inbound" or event.track == "":
+        if track == "inbound" or track == "":
             live.last_inbound = pcm
-        if live.recorder is not None:
-            live.recorder.inbound(pcm, event.track)
-        if self.config.echo and event.track != "outbound":
-            live.echo(event.payload)
+        recorder = live.recorder
+        if recorder is not None:
+            recorder.inbound(pcm, track)
+        if self.config.echo and track != "outbound":
+            live.echo(payload)
         if self.media_listeners:
             self.publish(event_record(event, t=now, stream=live.stream_id))
 
@@ -685,6 +693,7 @@ def _without_media(listener: Listener) -> Listener:
     return filtered
 
 
+_TEXT = Opcode.TEXT
 _NO_QUEUE = ("unknown",)  # a websockets without `Assembler.frames`: never the fast path
 
 
@@ -706,7 +715,7 @@ def _with_text_sink(base: type[ServerConnection]) -> type[ServerConnection]:
             if (
                 sink is not None
                 and type(event) is Frame
-                and event.opcode is Opcode.TEXT
+                and event.opcode is _TEXT
                 and event.fin
                 and not len(getattr(self.recv_messages, "frames", _NO_QUEUE))
             ):

@@ -57,6 +57,13 @@ class SequenceTracker:
 
     def observe(self, seq: int) -> str | None:
         """Record `seq`; return a note when it is out of the ordinary."""
+        if seq == self.highest + 1:  # the usual case, one per frame: in order, nothing to note
+            self.highest = seq
+            seen = self._seen
+            seen.add(seq)
+            if len(seen) > 2 * _SEEN_WINDOW:
+                self._forget()
+            return None
         note: str | None = None
         if seq > self.highest:
             missing = seq - self.highest - 1 if self.highest else seq - 1
@@ -73,9 +80,12 @@ class SequenceTracker:
             note = f"sequence number {seq} arrived late (after {self.highest})"
         self._seen.add(seq)
         if len(self._seen) > 2 * _SEEN_WINDOW:
-            floor = self.highest - _SEEN_WINDOW
-            self._seen = {s for s in self._seen if s > floor}
+            self._forget()
         return note
+
+    def _forget(self) -> None:
+        floor = self.highest - _SEEN_WINDOW
+        self._seen = {s for s in self._seen if s > floor}
 
 
 @dataclass
@@ -108,6 +118,7 @@ class StreamSession:
         self.pending_checkpoints: list[str] = []
         self.confirmed_checkpoints: list[str] = []
         self.notes: deque[str] = deque(maxlen=256)
+        self._l16 = False  # the start's format has 2-byte samples (odd payloads are refused)
 
     # ------------------------------------------------------------ receiving
 
@@ -123,20 +134,26 @@ class StreamSession:
 
     def receive(self, data: str | bytes) -> Event:
         """Parse and apply one received frame. Raises `ProtocolError` (counted) on bad input."""
-        self.stats.messages += 1
+        stats = self.stats
+        stats.messages += 1
         try:
             event = parse(data)
-            self._apply(event)
+            if type(event) is Media and self.state is not SessionState.AWAITING_START:
+                self._media(event)  # one per frame: spared `_apply`'s dispatch
+            else:
+                self._apply(event)
         except ProtocolError:
-            self.stats.errors += 1
+            stats.errors += 1
             raise
         return event
 
     def _apply(self, event: Event) -> None:
-        seq = getattr(event, "sequence_number", None)
         if isinstance(event, Media):
+            self._require_streaming("media")
             self._media(event)
-        elif isinstance(event, Start):
+            return
+        seq = getattr(event, "sequence_number", None)
+        if isinstance(event, Start):
             self._start(event)
         elif isinstance(event, Dtmf):
             self._require_streaming("dtmf")
@@ -161,16 +178,23 @@ class StreamSession:
         if self.state is not SessionState.AWAITING_START:
             raise ProtocolError("start: a second start event on the same stream")
         self.start = event
+        self._l16 = event.media_format.sample_width == 2
         self.state = SessionState.STREAMING
 
     def _media(self, event: Media) -> None:
-        self._require_streaming("media")
-        assert self.start is not None
-        if self.start.media_format.sample_width == 2 and len(event.payload) % 2:
-            raise ProtocolError(f"media.payload: odd length {len(event.payload)} for 16-bit L16")
-        self.stats.media_packets += 1
-        by_track = self.stats.media_bytes
-        by_track[event.track] = by_track.get(event.track, 0) + len(event.payload)
+        """Count one media event of a started stream and observe its sequence number."""
+        size = len(event.payload)
+        if size & 1 and self._l16:
+            raise ProtocolError(f"media.payload: odd length {size} for 16-bit L16")
+        stats = self.stats
+        stats.media_packets += 1
+        by_track = stats.media_bytes
+        by_track[event.track] = by_track.get(event.track, 0) + size
+        seq = event.sequence_number
+        if seq is not None:
+            note = self.sequence.observe(seq)
+            if note:
+                self.notes.append(note)
 
     def _played(self, event: PlayedStream) -> None:
         if event.name in self.pending_checkpoints:

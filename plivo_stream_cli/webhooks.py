@@ -117,6 +117,8 @@ def make_connection_class(router: Router) -> type[ServerConnection]:
                 method = self._buffer.split(b" ", 1)[0]
                 if method == b"GET":
                     self._sniffing = False
+                    # Every later read (each frame of a stream) goes straight to websockets.
+                    self.data_received = super().data_received  # type: ignore[method-assign]
                     buffered, self._buffer = self._buffer, b""
                     super().data_received(buffered)
                     return

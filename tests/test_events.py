@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 
 import pytest
@@ -296,3 +297,13 @@ def test_media_fast_path_gives_what_the_checked_path_gives(
     expected = _outcome(events._parse_media_fields, msg)
     assert _outcome(parse_object, msg) == expected
     assert _outcome(parse, json.dumps(msg)) == expected
+
+
+def test_parsed_media_is_an_ordinary_frozen_media() -> None:
+    text = Media("s", "inbound", "1", b"\x01\x02", 3, 4, "a=b").to_json()
+    parsed = parse(text)
+    made = Media("s", "inbound", "1", b"\x01\x02", 3, 4, "a=b")
+    assert type(parsed) is Media
+    assert (parsed, hash(parsed), repr(parsed)) == (made, hash(made), repr(made))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.track = "outbound"  # type: ignore[misc]
