@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +30,34 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         return await asyncio.wait_for(coro, timeout)
 
     return asyncio.run(bounded())
+
+
+@contextlib.contextmanager
+def serving_in_thread(
+    open_server: Callable[[], AbstractAsyncContextManager[str]],
+) -> Iterator[str]:
+    """Run a server (an async context manager yielding its URL) on its own thread and loop,
+    so a CliRunner can drive the CLI on this one; yields the URL."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    urls: list[str] = []
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        async with open_server() as url:
+            urls.append(url)
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    try:
+        yield urls[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
 
 
 def free_port() -> int:

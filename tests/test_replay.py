@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import itertools
 import json
-import threading
 import wave
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.replay import ReplayConfig, load_capture, run_replay
 from plivo_stream_cli.server import ServeConfig, StreamServer
 from plivo_stream_cli.simulator import SimulateConfig, run_call
-from tests.conftest import run
+from tests.conftest import run, serving_in_thread
 
 TOKEN = "replay-test-token"
 CALLER = codec.encode(synth.tone(440, 0.3, 8000) + synth.silence(0.2, 8000), MULAW_8K)
@@ -168,29 +166,15 @@ def test_load_capture_marks_the_end_of_speech(tmp_path: Path) -> None:
     assert speech == [True] * 15 + [False] * 10  # 0.3 s of tone, then silence
 
 
-@contextlib.contextmanager
-def server_in_thread(config: ServeConfig) -> Iterator[str]:
+def server_in_thread(config: ServeConfig) -> contextlib.AbstractContextManager[str]:
     """A StreamServer on its own thread and loop, so the CLI can run on this one."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    urls: list[str] = []
-    stop = asyncio.Event()
 
-    async def main() -> None:
+    @contextlib.asynccontextmanager
+    async def open_server() -> AsyncIterator[str]:
         async with StreamServer(config) as server:
-            urls.append(server.local_url)
-            ready.set()
-            await stop.wait()
+            yield server.local_url
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield urls[0]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
+    return serving_in_thread(open_server)
 
 
 def test_cli_replay_records_the_reply(tmp_path: Path) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from plivo_stream_cli.events import Checkpoint, ClearAudio, PlayAudio
 from plivo_stream_cli.formats import L16_16K, MULAW_8K
 from plivo_stream_cli.signature import validate_v3
 from plivo_stream_cli.simulator import SimulateConfig, parse_dtmf_schedule, run_call
-from tests.conftest import free_port, run
+from tests.conftest import free_port, run, serving_in_thread
 
 Bot = Callable[[ServerConnection, list[dict[str, Any]]], Awaitable[None]]
 
@@ -324,32 +323,18 @@ def test_reply_gap_and_checkpoint_round_trip_are_measured() -> None:
 # ---------------------------------------------------------------- the CLI
 
 
-@contextlib.contextmanager
-def bot_in_thread(bot: Bot) -> Iterator[str]:
+def bot_in_thread(bot: Bot) -> contextlib.AbstractContextManager[str]:
     """Serve `bot` from its own thread and event loop, so the CLI can run in this one."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    urls: list[str] = []
-    stop = asyncio.Event()
 
-    async def main() -> None:
+    @contextlib.asynccontextmanager
+    async def open_server() -> AsyncIterator[str]:
         async def handler(ws: ServerConnection) -> None:
             await bot(ws, [])
 
         async with serve(handler, "127.0.0.1", 0) as server:
-            urls.append(f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/stream")
-            ready.set()
-            await stop.wait()
+            yield f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/stream"
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield urls[0]
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
-        loop.close()
+    return serving_in_thread(open_server)
 
 
 def simulate_cli(*args: str, audio: Path) -> Result:
