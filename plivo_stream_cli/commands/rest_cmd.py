@@ -24,6 +24,7 @@ from plivo_stream_cli.commands.stream_options import (
     AudioTrack,
     CallbackMethod,
     ContentType,
+    checked,
     stream_options_from_flags,
 )
 from plivo_stream_cli.errors import UsageError
@@ -205,22 +206,21 @@ def start(
     Takes the same stream flags as `pstream xml` (except --keep-call-alive, an XML-only
     attribute). Not retried: a retry could start a second stream.
     """
-    from plivo_stream_cli import streamxml
     from plivo_stream_cli.restapi import start_stream
     from plivo_stream_cli.streams_table import start_body, started_stream_id
 
-    options = stream_options_from_flags(
-        url,
-        bidirectional=bidirectional,
-        content_type=content_type,
-        audio_track=audio_track,
-        stream_timeout=stream_timeout,
-        status_callback_url=status_callback_url,
-        status_callback_method=status_callback_method,
-        extra_header=extra_header,
+    options = checked(
+        stream_options_from_flags(
+            url,
+            bidirectional=bidirectional,
+            content_type=content_type,
+            audio_track=audio_track,
+            stream_timeout=stream_timeout,
+            status_callback_url=status_callback_url,
+            status_callback_method=status_callback_method,
+            extra_header=extra_header,
+        )
     )
-    for warning in streamxml.validate(options):
-        output.warn(warning)
     body = start_body(options)
     with open_client(
         auth_id=auth_id, auth_token=auth_token, api_url=api_url, timeout=timeout

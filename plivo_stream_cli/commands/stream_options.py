@@ -142,6 +142,15 @@ def stream_options_from_flags(
     )
 
 
+def checked(opts: StreamOptions) -> StreamOptions:
+    """`opts` once `streamxml.validate` passed, its warnings printed on stderr."""
+    from plivo_stream_cli import output, streamxml
+
+    for warning in streamxml.validate(opts):
+        output.warn(warning)
+    return opts
+
+
 def parse_extra_headers(items: Sequence[str]) -> dict[str, str]:
     """`["userId=42", "tier=gold"]` to a dict; a malformed or repeated key is a UsageError."""
     headers: dict[str, str] = {}

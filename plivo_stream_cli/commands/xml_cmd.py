@@ -20,6 +20,7 @@ from plivo_stream_cli.commands.stream_options import (
     AudioTrack,
     CallbackMethod,
     ContentType,
+    checked,
     stream_options_from_flags,
 )
 from plivo_stream_cli.errors import UsageError
@@ -52,19 +53,19 @@ def xml(
     """
     from plivo_stream_cli import streamxml
 
-    opts = stream_options_from_flags(
-        url,
-        bidirectional=bidirectional,
-        keep_call_alive=keep_call_alive,
-        content_type=content_type,
-        audio_track=audio_track,
-        stream_timeout=stream_timeout,
-        status_callback_url=status_callback_url,
-        status_callback_method=status_callback_method,
-        extra_header=extra_header,
+    opts = checked(
+        stream_options_from_flags(
+            url,
+            bidirectional=bidirectional,
+            keep_call_alive=keep_call_alive,
+            content_type=content_type,
+            audio_track=audio_track,
+            stream_timeout=stream_timeout,
+            status_callback_url=status_callback_url,
+            status_callback_method=status_callback_method,
+            extra_header=extra_header,
+        )
     )
-    for warning in streamxml.validate(opts):
-        output.warn(warning)
     document = streamxml.build_xml(opts, speak=speak)
     if output_file is None:
         output.data(document)
