@@ -29,6 +29,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.streams import StreamReader
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - websockets built without its C extension
+    from websockets.utils import apply_mask
 
 from plivo_stream_cli import codec
 from plivo_stream_cli.events import Event, Media, PlayAudio, ProtocolError, Start
@@ -51,6 +58,7 @@ from plivo_stream_cli.webhooks import (
     make_connection_class,
     to_websockets_response,
 )
+from plivo_stream_cli.wireframes import scan_text_frames
 
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
@@ -308,7 +316,7 @@ class StreamServer:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
-            create_connection=_with_text_sink(make_connection_class(self._route)),
+            create_connection=make_connection_class(self._route, TextSinkConnection),
             max_size=WEBSOCKET_MAX_SIZE,
             open_timeout=self.config.start_timeout,  # a peer that never finishes its request
             ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
@@ -695,40 +703,103 @@ def _without_media(listener: Listener) -> Listener:
 
 _TEXT = Opcode.TEXT
 _NO_QUEUE = ("unknown",)  # a websockets without `Assembler.frames`: never the fast path
+_UNKNOWN = object()
+_AT_EOF = getattr(getattr(StreamReader, "at_eof", None), "__code__", _UNKNOWN)
 
 
-def _with_text_sink(base: type[ServerConnection]) -> type[ServerConnection]:
-    """`base` plus a fast path: while `text_sink` is set and websockets has no message queued,
-    a complete text frame goes straight to the sink from `data_received`.
+def _at_frame_start(protocol: Any) -> bool:
+    """Whether websockets' parser holds no bytes and waits for the first byte of a new frame,
+    outside a fragmented message, on an open connection without extensions.
 
-    `async for`/`recv()` costs a future, a task switch and a trip through websockets' queue per
-    message: about a quarter of the CPU of a 20 ms media frame. Anything else (binary,
-    fragmented or non-UTF-8 frames, a message already queued) takes websockets' usual path, so
-    the order of messages and websockets' own checks are unchanged.
+    Then the bytes that follow may be read by `wireframes` until it meets a frame it does not
+    handle, and that frame and everything after it given back to websockets. Read from
+    websockets' sans-I/O `Protocol`; any doubt (another websockets, another state) says no.
+    """
+    reader = protocol.reader
+    if reader.buffer or reader.eof or protocol.state is not State.OPEN or protocol.extensions:
+        return False
+    if getattr(protocol, "current_size", getattr(protocol, "cur_size", _UNKNOWN)) is not None:
+        return False  # inside a fragmented message (or an unknown websockets)
+    waiting = protocol.parser
+    while (inner := getattr(waiting, "gi_yieldfrom", None)) is not None:
+        waiting = inner
+    return getattr(waiting, "gi_code", None) is _AT_EOF
+
+
+class TextSinkConnection(ServerConnection):
+    """A connection with a fast path for text frames while `text_sink` is set.
+
+    `_receive_loop` sets `text_sink` while it waits in `recv()` with nothing queued. Then a
+    read's simple text frames (`wireframes`) go from `data_received` straight to the sink: no
+    generator-based parsing, `Frame`, event list, future or task switch per frame, which cost
+    more than pstream's own handling of a media event. The first frame of any other kind
+    (control, binary, fragmented, oversize, invalid UTF-8) and every byte after it go to
+    websockets, which keeps all its checks and its order of messages; the fast path resumes
+    only once websockets has parsed up to a frame boundary and the loop waits again.
+    Frames that websockets parses while the sink is set skip its queue (`process_event`).
     """
 
-    class TextSinkConnection(base):  # type: ignore[valid-type,misc]
-        text_sink: Callable[[str], None] | None = None
+    text_sink: Callable[[str], None] | None = None
+    _held: bytes | None = None  # not None: the fast path owns the stream; a partial frame
 
-        def process_event(self, event: Any) -> None:
-            sink = self.text_sink
-            if (
-                sink is not None
-                and type(event) is Frame
-                and event.opcode is _TEXT
-                and event.fin
-                and not len(getattr(self.recv_messages, "frames", _NO_QUEUE))
-            ):
-                try:
-                    text = str(event.data, "utf-8")
-                except UnicodeDecodeError:
-                    pass  # websockets' path closes the connection (1007) as it always does
-                else:
-                    sink(text)
-                    return
-            super().process_event(event)
+    def data_received(self, data: bytes) -> None:
+        held, sink = self._held, self.text_sink
+        if held is None:
+            if sink is None or not self._may_take_over():
+                super().data_received(data)
+                return
+            buf = data
+        elif sink is None or self.protocol.state is not State.OPEN:
+            self._give_back(held + data)
+            return
+        else:
+            buf = held + data if held else data
+        used, other = scan_text_frames(buf, WEBSOCKET_MAX_SIZE, apply_mask, sink)
+        if other:
+            self._give_back(buf[used:])
+        else:
+            self._held = buf[used:] if used < len(buf) else b""
 
-    return TextSinkConnection
+    def _may_take_over(self) -> bool:
+        return not len(getattr(self.recv_messages, "frames", _NO_QUEUE)) and _at_frame_start(
+            self.protocol
+        )
+
+    def _give_back(self, rest: bytes) -> None:
+        """The stream from a frame boundary on goes to websockets again."""
+        self._held = None
+        if rest:
+            super().data_received(rest)
+
+    def eof_received(self) -> None:
+        if self._held:
+            self._give_back(self._held)  # websockets reports the truncated frame as it would
+        self._held = None
+        super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._held:
+            self._give_back(self._held)
+        self._held = None
+        super().connection_lost(exc)
+
+    def process_event(self, event: Any) -> None:
+        sink = self.text_sink
+        if (
+            sink is not None
+            and type(event) is Frame
+            and event.opcode is _TEXT
+            and event.fin
+            and not len(getattr(self.recv_messages, "frames", _NO_QUEUE))
+        ):
+            try:
+                text = str(event.data, "utf-8")
+            except UnicodeDecodeError:
+                pass  # websockets' path closes the connection (1007) as it always does
+            else:
+                sink(text)
+                return
+        super().process_event(event)
 
 
 def remote_of(connection: ServerConnection) -> str:

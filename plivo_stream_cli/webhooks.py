@@ -94,10 +94,12 @@ def serialize(response: HttpResponse) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def make_connection_class(router: Router) -> type[ServerConnection]:
-    """A websockets `ServerConnection` that answers non-GET requests with `router`."""
+def make_connection_class(
+    router: Router, base: type[ServerConnection] = ServerConnection
+) -> type[ServerConnection]:
+    """A websockets `ServerConnection` (`base`) that answers non-GET requests with `router`."""
 
-    class WebhookConnection(ServerConnection):
+    class WebhookConnection(base):  # type: ignore[valid-type,misc]
         _sniffing = True
         _buffer = b""
         _head: tuple[str, str, dict[str, str]] | None = None

@@ -22,6 +22,7 @@ PURE_MODULES = [
     "nonces",
     "capturefeed",
     "streams_table",
+    "wireframes",
 ]
 FORBIDDEN = [
     "websockets",
