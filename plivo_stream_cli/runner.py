@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -140,6 +141,10 @@ async def run_serve(
         for line in ui.banner:
             output.status(line)
         view = _subscribe_outputs(server, ui)
+        # Start-up's objects (typer, rich, websockets...) live as long as the process: without
+        # this, each full collection walks them all and stalls every stream (~45 ms seen at
+        # 400 calls); frozen, it walks only what serving created.
+        gc.freeze()
         if control is not None and not _publish(control):
             await control.close()
             control = None
