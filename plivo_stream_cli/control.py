@@ -40,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from plivo_stream_cli import codec, statefile
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from plivo_stream_cli.server import LiveStream, StreamServer
 
+T = TypeVar("T")
 CONTROL_HOST = "127.0.0.1"
 CONTROL_PATH = "/control"
 SNAPSHOT_INTERVAL = 0.5
@@ -182,7 +183,7 @@ class ControlServer:
         monitor: _Monitor | None = None
         try:
             async for message in ws:
-                reply, wants_monitor = await self._dispatch(message, remote_of(ws))
+                reply, wants_monitor = await self.dispatch(message, remote_of(ws))
                 if wants_monitor is not None and monitor is None:
                     monitor = _Monitor(self, ws, media=wants_monitor)
                     self._monitors.add(monitor)
@@ -196,7 +197,7 @@ class ControlServer:
                 self._monitors.discard(monitor)
                 await monitor.stop()
 
-    async def _dispatch(
+    async def dispatch(
         self, message: str | bytes, remote: str
     ) -> tuple[dict[str, Any], bool | None]:
         """The reply to one request, and the media flag when it subscribes a monitor."""
@@ -213,13 +214,37 @@ class ControlServer:
                 return self._ok(request, serve=self._serve_info()), bool(request.get("media"))
             if op not in OPS:
                 raise _Refusal("bad-request", f"unknown op {op!r}: use {', '.join(OPS)}")
+            if op in STREAM_OPS and self.server.peers is not None:
+                forwarded = await self._forward(request)
+                if forwarded is not None:
+                    return forwarded, None
             handler = getattr(self, f"_op_{op}")
             return self._ok(request, **await handler(request, remote)), None
         except _Refusal as exc:
             return _error_reply(request, exc.code, str(exc), exc.streams), None
         except Exception as exc:  # a bug in one request must not end the session or the serve
             why = f"internal error: {type(exc).__name__}: {exc}"
-            return _error_reply(request, "failed", why, self._live_ids()), None
+            return _error_reply(request, "failed", why, self.live_ids()), None
+
+    async def _forward(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """The reply of the worker holding the request's stream (`serve --workers`), or None
+        when the stream is this process's own (the request then names it in full)."""
+        peers = self.server.peers
+        assert peers is not None
+        held = peers.live_ids()
+        holders: dict[str, object | None] = {**dict.fromkeys(self._live()), **held}
+        sid = resolve_stream({sid: sid for sid in holders}, request.get("stream"))
+        request["stream"] = sid
+        holder = holders[sid]
+        if holder is None:
+            return None
+        try:
+            reply = await peers.forward(holder, request)
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            why = f"stream {sid}: {exc or 'its worker did not answer'}"
+            raise _Refusal("failed", why, self.live_ids()) from None
+        reply["id"] = request.get("id")
+        return reply
 
     def _ok(self, request: dict[str, Any], **fields: Any) -> dict[str, Any]:
         return {"type": "reply", "id": request.get("id"), "ok": True, **fields}
@@ -278,7 +303,7 @@ class ControlServer:
             await sending
         except (SessionStateError, ConnectionClosed) as exc:
             why = str(exc) if isinstance(exc, SessionStateError) else "the stream has closed"
-            raise _Refusal("failed", f"stream {live.stream_id}: {why}", self._live_ids()) from None
+            raise _Refusal("failed", f"stream {live.stream_id}: {why}", self.live_ids()) from None
 
     # ------------------------------------------------------------ stream lookup
 
@@ -289,17 +314,20 @@ class ControlServer:
             if live.session.start is not None and live.session.state is not SessionState.STOPPED
         }
 
-    def _live_ids(self) -> list[str]:
-        return sorted(self._live())
+    def live_ids(self) -> list[str]:
+        """Every live stream's id, the workers' too."""
+        peers = self.server.peers
+        return sorted([*self._live(), *(peers.live_ids() if peers is not None else ())])
 
     def _resolve(self, request: dict[str, Any]) -> LiveStream:
         return resolve_stream(self._live(), request.get("stream"))
 
 
 OPS = ("streams", "play", "clear", "checkpoint", "monitor")
+STREAM_OPS = ("play", "clear", "checkpoint")  # ops on one stream: forwarded to its worker
 
 
-def resolve_stream(live: dict[str, LiveStream], wanted: object) -> LiveStream:
+def resolve_stream(live: dict[str, T], wanted: object) -> T:
     """The live stream `wanted` names (an id or a unique prefix; None when only one is live)."""
     ids = sorted(live)
     if not ids:
@@ -392,7 +420,7 @@ class _Monitor:
     async def _tick(self) -> None:
         server = self.control.server
         while True:
-            await self._push("snapshot", streams=server.snapshot(), totals=dict(server.totals))
+            await self._push("snapshot", streams=server.snapshot(), totals=server.all_totals())
             await asyncio.sleep(self.control.snapshot_interval)
 
     async def _push(self, kind: str, **fields: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from plivo_stream_cli.server import StreamServer
 if TYPE_CHECKING:
     from plivo_stream_cli.control import ControlServer
     from plivo_stream_cli.view import StreamView
+    from plivo_stream_cli.workers import WorkerPool
 
 REFRESH_PER_SECOND = 4
 JSON_FLUSH_SECONDS = 0.05
@@ -105,9 +107,12 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-async def bind(server: StreamServer) -> None:
+async def bind(server: StreamServer, *, shared: bool = False) -> None:
+    """Listen, or fail with one clear line. `shared`: other processes will listen there too."""
     try:
-        await server.start()
+        if shared and server.config.port:
+            _check_free(server.config.host, server.config.port)
+        await server.start(reuse_port=shared)
     except OSError as exc:
         where = f"{server.config.host}:{server.config.port}"
         raise UsageError(
@@ -122,20 +127,25 @@ async def run_serve(
     on_started: Callable[[StreamServer], Awaitable[None]] | None = None,
     on_stopping: Callable[[], Awaitable[None]] | None = None,
     control_port: int | None = None,
+    workers: int = 1,
 ) -> ExitCode:
     """Serve until SIGINT/SIGTERM; returns the exit code.
 
     With `control_port` (0 picks one) the control channel runs too, published in the state
     directory once `on_started` has set the public URL; it closes after the streams, so `tail`
-    sees their last records.
+    sees their last records. With `workers` > 1, that many processes in all share the port
+    (`workers.WorkerPool`); they stop, and their last records arrive, before this one closes.
     """
     stopper = Stopper()
     stopper.install()
-    await bind(server)
+    await bind(server, shared=workers > 1)
     control: ControlServer | None = None
+    pool: WorkerPool | None = None
     try:
         if on_started is not None:
             await on_started(server)
+        if workers > 1:
+            pool = await _start_workers(server, workers - 1, ui)
         if control_port is not None:
             control = await _open_control(server, control_port, ui)
         for line in ui.banner:
@@ -157,6 +167,8 @@ async def run_serve(
             with contextlib.suppress(Exception):
                 await on_stopping()
         try:
+            if pool is not None:
+                await pool.stop()
             await server.close()
         finally:
             json_printer.flush()  # the last records (closed streams) before the summary
@@ -164,6 +176,17 @@ async def run_serve(
                 await control.close()
         _summary(server)
     return stopper.code
+
+
+async def _start_workers(server: StreamServer, count: int, ui: ServeUi) -> WorkerPool:
+    from plivo_stream_cli.workers import WorkerPool
+
+    pool = WorkerPool(server, count)
+    await pool.start()
+    server.peers = pool
+    pids = ", ".join(str(pid) for pid in [os.getpid(), *pool.pids])
+    ui.banner.append(f"{count + 1} processes share the port (pids {pids})")
+    return pool
 
 
 async def _open_control(server: StreamServer, port: int, ui: ServeUi) -> ControlServer:
@@ -219,8 +242,24 @@ async def _live_loop(server: StreamServer, stopper: Stopper, view: StreamView) -
             live.update(view.render(server.snapshot()))
 
 
+def _check_free(host: str, port: int) -> None:
+    """Raise `OSError` if something already listens on host:port.
+
+    `SO_REUSEPORT` would let us share a port another process of this user opened with it:
+    binding once without it first keeps "address in use" an error, as without --workers.
+    """
+    import socket
+
+    for family, kind, proto, _, address in socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    ):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+
+
 def _summary(server: StreamServer) -> None:
-    t = server.totals
+    t = server.all_totals()
     output.status(
         f"pstream serve stopped: {t['streams']} streams, {t['connections']} connections, "
         f"{t['rejected']} rejected, {t['errors']} bad messages"

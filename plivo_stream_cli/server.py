@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -68,6 +68,22 @@ MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms fr
 
 Listener = Callable[[Record], None]
 Route = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
+
+
+class Peers(Protocol):
+    """Other processes serving the same port, as the first one sees them (`workers.WorkerPool`)."""
+
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+    def totals(self) -> dict[str, int]: ...
+
+    def live_ids(self) -> dict[str, object]:
+        """Each live stream's id -> the peer that holds it (for `forward`)."""
+        ...
+
+    async def forward(self, holder: object, request: dict[str, Any]) -> dict[str, Any]:
+        """A control request (see `control`) handled by `holder`; its reply."""
+        ...
 
 
 @dataclass
@@ -295,8 +311,10 @@ class LiveStream:
 class StreamServer:
     """The WebSocket + webhook server behind `pstream serve`."""
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, *, conn_prefix: str = "conn-") -> None:
         self.config = config
+        self.conn_prefix = conn_prefix  # a stream's name until its start event gives its id
+        self.peers: Peers | None = None  # other processes on the same port (`serve --workers`)
         self.streams: dict[str, LiveStream] = {}
         self.listeners: list[Listener] = []
         self._listening: tuple[Listener, ...] = ()  # `listeners` as of its last change
@@ -309,8 +327,11 @@ class StreamServer:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Bind and start accepting connections (`port` 0 picks a free one)."""
+    async def start(self, *, reuse_port: bool = False) -> None:
+        """Bind and start accepting connections (`port` 0 picks a free one).
+
+        `reuse_port` lets other processes listen on the same port (`serve --workers`).
+        """
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -321,6 +342,7 @@ class StreamServer:
             open_timeout=self.config.start_timeout,  # a peer that never finishes its request
             ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
             logger=quiet_logger("pstream.websockets"),
+            reuse_port=reuse_port or None,
         )
         sockets = list(self._server.sockets)
         if sockets:
@@ -340,7 +362,17 @@ class StreamServer:
             self._finish(live)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [live.snapshot() for live in list(self.streams.values())]
+        """Every stream's counters, the peers' too (theirs up to half a second old)."""
+        mine = [live.snapshot() for live in list(self.streams.values())]
+        return mine + self.peers.snapshot() if self.peers is not None else mine
+
+    def all_totals(self) -> dict[str, int]:
+        """`totals` summed with the peers'."""
+        totals = dict(self.totals)
+        if self.peers is not None:
+            for key, value in self.peers.totals().items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
     async def __aenter__(self) -> StreamServer:
         await self.start()
@@ -524,7 +556,7 @@ class StreamServer:
     async def _handle(self, ws: ServerConnection) -> None:
         self.totals["connections"] += 1
         self._next_id += 1
-        conn_id = f"conn-{self._next_id}"
+        conn_id = f"{self.conn_prefix}{self._next_id}"
         remote = remote_of(ws)
         headers = {k.lower(): v for k, v in ws.request.headers.raw_items()} if ws.request else {}
         target = ws.request.path if ws.request else self.config.path

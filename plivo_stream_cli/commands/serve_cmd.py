@@ -80,6 +80,14 @@ def serve(
     json_feed: bool = typer.Option(
         False, "--json", help="One JSON line per event on stdout (payload sizes, not payloads)."
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        metavar="N",
+        help="Serve from N processes sharing the port, for more calls than one core keeps up "
+        "with (about 300 real-time calls per process with --record --json; see "
+        "benchmarks/README.md). Feed, control and summary still cover every stream.",
+    ),
     control_port: int = typer.Option(
         0,
         "--control-port",
@@ -181,6 +189,9 @@ def serve(
 
         config.play_audio, config.play_rate = load_pcm(play)
         config.play_name = play.stem
+    from plivo_stream_cli.workers import check_workers
+
+    check_workers(workers, config)
     server = StreamServer(config)
     ui = ServeUi(
         json_feed=json_feed,
@@ -204,7 +215,14 @@ def serve(
             await asyncio.to_thread(tunnel.close)
 
     code = asyncio.run(
-        run_serve(server, ui, on_started=started, on_stopping=stopping, control_port=control_port)
+        run_serve(
+            server,
+            ui,
+            on_started=started,
+            on_stopping=stopping,
+            control_port=control_port,
+            workers=workers,
+        )
     )
     raise typer.Exit(int(code))
 
