@@ -352,17 +352,23 @@ class StreamServer:
             self.port = sockets[0].getsockname()[1]
 
     async def close(self) -> None:
-        """Close every stream (files finalized) and stop listening."""
-        for live in list(self.streams.values()):
-            await live.stop_players()
-            with contextlib.suppress(Exception):
-                await live.ws.close(GOING_AWAY, "server shutting down")
+        """Close every stream (files finalized) and stop listening.
+
+        Streams close together: a peer that never answers the closing handshake costs its
+        close timeout once, not once per stream after it.
+        """
+        await asyncio.gather(*(self._close_one(live) for live in list(self.streams.values())))
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
         for live in list(self.streams.values()):
             self._finish(live)
+
+    async def _close_one(self, live: LiveStream) -> None:
+        await live.stop_players()
+        with contextlib.suppress(Exception):
+            await live.ws.close(GOING_AWAY, "server shutting down")
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every stream's counters, the peers' too (theirs up to half a second old)."""
