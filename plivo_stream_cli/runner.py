@@ -167,9 +167,10 @@ async def run_serve(
             with contextlib.suppress(Exception):
                 await on_stopping()
         try:
-            if pool is not None:
-                await pool.stop()
-            await server.close()
+            if pool is not None:  # every process closes its streams at once
+                await asyncio.gather(pool.stop(), server.close())
+            else:
+                await server.close()
         finally:
             json_printer.flush()  # the last records (closed streams) before the summary
             if control is not None:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plivo_stream_cli.errors import UsageError
-from plivo_stream_cli.feed import Record, json_line
+from plivo_stream_cli.feed import Record, json_line, note_record
 from plivo_stream_cli.server import ServeConfig, StreamServer
 
 SNAPSHOT_SECONDS = 0.5
@@ -89,6 +89,7 @@ class WorkerPool:
         self.count = count  # workers beside the first process
         self._workers: list[_Worker] = []
         self._next_request = 0
+        self._stopping = False
 
     @property
     def pids(self) -> list[int]:
@@ -128,6 +129,7 @@ class WorkerPool:
 
     async def stop(self) -> None:
         """End every worker's input, relay what they still send, and wait for them to exit."""
+        self._stopping = True
         for worker in self._workers:
             if worker.process.stdin is not None:
                 with contextlib.suppress(Exception):
@@ -189,6 +191,16 @@ class WorkerPool:
                     self._take(worker, line)
         finally:
             why = ConnectionError(f"worker {worker.index} exited")
+            if not self._stopping:  # its streams are gone, and so is a share of capacity
+                code = await worker.process.wait()
+                self.server.publish(
+                    note_record(
+                        "error",
+                        t=time.time(),
+                        error=f"worker {worker.index} (pid {worker.process.pid}) exited "
+                        f"with code {code}: its streams ended; new calls go to the others",
+                    )
+                )
             if not worker.ready.done():
                 worker.ready.set_exception(why)
             for reply in worker.replies.values():
@@ -271,10 +283,11 @@ def _snapshot(server: StreamServer, live_ids: Callable[[], list[str]]) -> dict[s
 
 
 async def _work() -> None:
-    from plivo_stream_cli.control import ControlServer
+    from plivo_stream_cli.control import MAX_MESSAGE_BYTES, ControlServer
 
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024, loop=loop)  # a play request's audio
+    # A forwarded request is a control message (<= 64 MB: a play carries its audio) wrapped.
+    reader = asyncio.StreamReader(limit=2 * MAX_MESSAGE_BYTES, loop=loop)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
     setup = await reader.readline()

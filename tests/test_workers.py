@@ -179,6 +179,10 @@ class Serve:
         (record,) = self.events_of(stream, event)
         return record
 
+    def wait_record_where(self, wanted: Callable[[Record], bool]) -> list[Record]:
+        wait_until(lambda: bool(self.feed(wanted)), "a record")
+        return self.feed(wanted)
+
     def holder(self, call: Call) -> str:
         """`first` or `worker`: the process whose `connected` record names this call's port."""
         wanted = f"127.0.0.1:{call.port}"
@@ -492,6 +496,7 @@ def test_sigterm_with_live_streams_exits_0_and_stops_the_worker(
     assert code == 0, serve.err
     assert not alive(worker_pid) and workers_running() == []
     assert "stopped: 8 streams, 8 connections, 0 rejected, 0 bad messages" in one_line(serve.err)
+    assert "worker 1" not in serve.err  # a worker stopped by serve is no news
     for call, got in zip(calls, reports, strict=True):
         assert got.closed_by_server and got.close_code == GOING_AWAY
         (inbound,) = record_dir.glob(f"*_{call.stream_id}.inbound.wav")
@@ -561,6 +566,9 @@ def test_a_worker_ignores_sigint_and_stops_alone_on_sigterm(
     )
     gone = pstream("clear", "--stream", sid)
     assert gone.returncode == 2 and f"no live stream {sid!r}" in gone.stderr
+    # A worker that stops while serve goes on is reported: capacity and streams were lost.
+    (lost,) = serve.wait_record_where(lambda r: r["event"] == "error" and "worker 1" in r["error"])
+    assert f"pid {worker_pid}" in lost["error"] and "exited" in lost["error"]
     assert all(not c.future.done() for c in on_first if c.future is not None)
 
     code = serve.stop(signal.SIGINT)
