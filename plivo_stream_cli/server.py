@@ -5,10 +5,11 @@ per connection, records audio and a JSONL capture, plays files and echoes audio 
 `playAudio`, and publishes every event as a feed record to listeners (the live view, `--json`,
 control-channel monitors). Plain HTTP (`/healthz`, `/answer`, `/status`) shares the port.
 
-The per-frame path is kept lean: once a stream has started, each text frame is handled as it
-arrives from the socket (no future and task switch per frame), parsed once, decoded once,
-appended to the recorder's batches, and turned into a feed record only when someone listens to
-media.
+The per-frame path is kept lean: once a stream has started, each text frame is read from the
+socket's bytes by `wireframes` (anything but a plain text frame goes back to websockets) and
+handled at once (no future and task switch per frame), parsed once, decoded once, appended to
+the recorder's batches, and turned into a feed record only when someone listens to media.
+`workers` runs more processes of this server on the same port (`serve --workers`).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def serve(
         "--workers",
         metavar="N",
         help="Serve from N processes sharing the port, for more calls than one core keeps up "
-        "with (about 300 real-time calls per process with --record --json; see "
+        "with (one process: about 400 real-time calls with --record --json; see "
         "benchmarks/README.md). Feed, control and summary still cover every stream.",
     ),
     control_port: int = typer.Option(
