@@ -185,6 +185,13 @@ def sink_of(live: LiveStream) -> TextSinkConnection:
     return live.ws
 
 
+async def opened(server: StreamServer) -> tuple[RawClient, LiveStream, TextSinkConnection]:
+    """A raw client whose stream has started, and the server's side of it."""
+    client = await RawClient.open(server.port)
+    live = await started(server, client)
+    return client, live, sink_of(live)
+
+
 async def started(server: StreamServer, client: RawClient, *first: bytes) -> LiveStream:
     """Send the start event (and `first` frames in the same write); the stream once the
     receive loop waits with its sink set."""
@@ -277,9 +284,7 @@ def test_fast_path_reads_every_frame(tmp_path: Path, per_write: int) -> None:
 
     async def scenario() -> None:
         async with serving(tmp_path) as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             assert ws._held is None  # websockets read the start: it owns the stream until now
             parsed = spy_parsed(ws)
             for i in range(0, len(wires), per_write):
@@ -306,9 +311,7 @@ def test_frames_written_byte_by_byte_are_held_then_handled() -> None:
 
     async def scenario() -> None:
         async with serving() as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             parsed = spy_parsed(ws)
             for number, wire in enumerate([short, long], start=2):
                 for k in range(1, len(wire)):
@@ -349,9 +352,7 @@ def test_two_frames_split_at_every_point() -> None:
     # of a partial frame into a read that also completes the next one.
     async def scenario() -> None:
         async with serving() as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             parsed = spy_parsed(ws)
             seq, seqs, cut = 2, [], 1
             while True:
@@ -408,9 +409,7 @@ def test_binary_frame_mid_stream_is_an_error_and_order_is_kept(tmp_path: Path, l
 
     async def scenario() -> None:
         async with serving(tmp_path) as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             parsed = spy_parsed(ws)
             if layout == "one-write":
                 await client.write(before + binary + after)
@@ -445,9 +444,7 @@ def test_binary_frame_mid_stream_is_an_error_and_order_is_kept(tmp_path: Path, l
 def test_ping_gets_a_pong_between_fast_frames() -> None:
     async def scenario() -> None:
         async with serving() as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             await client.write(text(media_json(2)))
             await until(lambda: media_count(live) == 1 and ws._held == b"")
             ping = masked(Opcode.PING, b"are you there")
@@ -482,9 +479,7 @@ def test_fragmented_message_is_delivered_whole_and_in_order(layout: str) -> None
 
     async def scenario() -> None:
         async with serving() as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             head = text(media_json(2)) + text(media_json(3))
             tail = text(dtmf_json(5)) + text(media_json(6))
             if layout == "one-write":
@@ -549,9 +544,7 @@ def test_internal_error_in_the_sink_closes_1011_without_leaking(
                 return take(live, message)
 
             monkeypatch.setattr(server, "_take", failing)
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             await client.write(text(media_json(2)))
             await until(at(live, 2, b""))
             await client.write(text(media_json(3)))
@@ -570,9 +563,7 @@ def test_whole_text_frame_inside_a_fragmented_message_closes_1002() -> None:
     # has taken the first fragment), or it would accept the frame websockets refuses.
     async def scenario() -> None:
         async with serving() as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             await client.write(text(media_json(2)))
             await until(at(live, 2, b""))
             first = media_json(3).encode()
@@ -596,9 +587,7 @@ def test_invalid_utf8_text_closes_1007(layout: str) -> None:
 
     async def scenario() -> None:
         async with serving() as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             await client.write(text(media_json(2)))
             await until(lambda: media_count(live) == 1 and ws._held == b"")
             if layout == "one-write":
@@ -647,9 +636,7 @@ def test_64bit_length_of_a_small_frame_is_read_by_websockets() -> None:
 
     async def scenario() -> None:
         async with serving() as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             parsed = spy_parsed(ws)
             await client.write(text(media_json(2)) + wire + text(media_json(4)))
             await until(lambda: media_count(live) == 3)
@@ -668,9 +655,7 @@ def test_client_close_completes_the_handshake_and_finalizes_the_recording(
 ) -> None:
     async def scenario() -> None:
         async with serving(tmp_path) as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             await client.write(b"".join(text(media_json(s)) for s in range(2, 12)))
             await until(lambda: media_count(live) == 10 and ws._held == b"")
             close = close_frame(1000, "done")
@@ -697,9 +682,7 @@ def test_client_close_completes_the_handshake_and_finalizes_the_recording(
 def test_end_of_stream_inside_a_held_frame_ends_only_that_stream(tmp_path: Path, how: str) -> None:
     async def scenario() -> None:
         async with serving(tmp_path) as (server, records):
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             partial = text(media_json(5))[:37]
             await client.write(b"".join(text(media_json(s)) for s in range(2, 5)) + partial)
             await until(lambda: media_count(live) == 3 and ws._held == partial)
@@ -739,9 +722,7 @@ def test_server_shutdown_while_the_fast_path_owns_the_stream(tmp_path: Path) -> 
         await server.start()
         server.subscribe(records.append)
         try:
-            client = await RawClient.open(server.port)
-            live = await started(server, client)
-            ws = sink_of(live)
+            client, live, ws = await opened(server)
             await client.write(b"".join(text(media_json(s)) for s in range(2, 7)))
             await until(lambda: media_count(live) == 5 and ws._held == b"")
             began = time.monotonic()

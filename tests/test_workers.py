@@ -373,6 +373,19 @@ def wait_all_media(calls: list[Call]) -> dict[str, dict[str, Any]]:
     return latest
 
 
+def two_processes_with_calls(
+    serves: Callable[..., Serve], callers: Callers, tmp_path: Path, count: int = 24
+) -> tuple[Serve, int, list[Call], Path]:
+    """`serve --workers 2 --record --json` with `count` calls streaming: (serve, the worker's
+    pid, the calls, the recording directory)."""
+    record_dir = tmp_path / "rec"
+    serve = serves("--workers", "2", "--record", str(record_dir), "--json")
+    _, worker_pid = serve.wait_ready()
+    calls = callers.dial(serve.url, count)
+    wait_all_media(calls)
+    return serve, worker_pid, calls, record_dir
+
+
 def check_recording(record: Record, call: Call) -> None:
     """The stream's `closed` record lists its files, all finalized; inbound.wav holds exactly
     the caller's audio, decoded."""
@@ -508,11 +521,7 @@ def test_sigterm_with_live_streams_exits_0_and_stops_the_worker(
 def test_the_worker_exits_by_itself_when_the_first_process_is_killed(
     serves: Callable[..., Serve], callers: Callers, tmp_path: Path
 ) -> None:
-    record_dir = tmp_path / "rec"
-    serve = serves("--workers", "2", "--record", str(record_dir), "--json")
-    _, worker_pid = serve.wait_ready()
-    calls = callers.dial(serve.url, 24)
-    wait_all_media(calls)
+    serve, worker_pid, calls, record_dir = two_processes_with_calls(serves, callers, tmp_path)
     on_worker = [c for c in calls if serve.holder(c) == "worker"]
     assert on_worker  # none of 24: p = 2^-24
     assert alive(worker_pid)
@@ -533,11 +542,7 @@ def test_the_worker_exits_by_itself_when_the_first_process_is_killed(
 def test_a_worker_ignores_sigint_and_stops_alone_on_sigterm(
     serves: Callable[..., Serve], callers: Callers, tmp_path: Path
 ) -> None:
-    record_dir = tmp_path / "rec"
-    serve = serves("--workers", "2", "--record", str(record_dir), "--json")
-    _, worker_pid = serve.wait_ready()
-    calls = callers.dial(serve.url, 24)
-    wait_all_media(calls)
+    serve, worker_pid, calls, _ = two_processes_with_calls(serves, callers, tmp_path)
     on_worker = [c for c in calls if serve.holder(c) == "worker"]
     on_first = [c for c in calls if c not in on_worker]
     assert on_worker and on_first  # all 24 on one side: p = 2^-23
