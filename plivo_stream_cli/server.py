@@ -64,6 +64,10 @@ from plivo_stream_cli.wireframes import scan_text_frames
 POLICY_VIOLATION = 1008
 GOING_AWAY = 1001
 WEBSOCKET_MAX_SIZE = 1024 * 1024  # larger than Plivo's 64 KB so oversize messages are logged, kept
+# A partial frame the fast path keeps is copied on each read that extends it: beyond this a
+# peer trickling a big frame would cost quadratic time, so websockets (linear) takes over.
+# Media frames are well under it (20 ms of 16 kHz L16 is under 1 KB of JSON).
+MAX_HELD_BYTES = 16 * 1024
 CAPTURE_FLUSH_SECONDS = 0.5  # capture lines batched like the WAVs: a write per frame adds up
 MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms frames)
 
@@ -797,7 +801,7 @@ class TextSinkConnection(ServerConnection):
         else:
             buf = held + data if held else data
         used, other = scan_text_frames(buf, WEBSOCKET_MAX_SIZE, apply_mask, sink)
-        if other:
+        if other or len(buf) - used > MAX_HELD_BYTES:
             self._give_back(buf[used:])
         else:
             self._held = buf[used:] if used < len(buf) else b""

@@ -32,6 +32,7 @@ from plivo_stream_cli.events import Dtmf, Media, Start
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.server import (
+    MAX_HELD_BYTES,
     WEBSOCKET_MAX_SIZE,
     LiveStream,
     ServeConfig,
@@ -323,6 +324,35 @@ def test_frames_written_byte_by_byte_are_held_then_handled() -> None:
             assert parsed == []
             assert await client.close() == 1000
         assert inbound(records) == [("dtmf", 2), ("media", 3)]
+
+    run(checked(scenario()))
+
+
+def test_a_big_frame_arriving_in_pieces_goes_to_websockets_then_the_fast_path_resumes() -> None:
+    # Holding a partial frame copies it on every read that extends it: past MAX_HELD_BYTES a
+    # peer trickling a big frame gets websockets' linear buffer instead, and order is kept.
+    big = text(media_json(3, bytes(range(256)) * 64))  # 16 KB of audio: ~22 KB of base64
+    assert MAX_HELD_BYTES < len(big) < 65536
+
+    async def scenario() -> None:
+        async with serving() as (server, records):
+            client, live, ws = await opened(server)
+            parsed = spy_parsed(ws)
+            await client.write(text(media_json(2)))
+            await until(at(live, 2, b""))
+            for k in range(0, len(big) - 1, 4096):
+                sent = big[: min(k + 4096, len(big) - 1)]
+                await client.write(sent[k:])
+                # held while small enough, then websockets' (None) until the frame is whole
+                await until(at(live, 2, sent if len(sent) <= MAX_HELD_BYTES else None), "held")
+            await client.write(big[-1:])
+            await until(lambda: handled(live) == 3, "the big frame handled")
+            assert [len(frame.data) for frame in parsed] == [len(big) - 8]  # by websockets
+            await client.write(text(media_json(4)))
+            await until(at(live, 4, b""))  # the fast path reads again
+            assert len(parsed) == 1
+            assert await client.close() == 1000
+        assert inbound(records) == [("media", 2), ("media", 3), ("media", 4)]
 
     run(checked(scenario()))
 
