@@ -329,6 +329,8 @@ class StreamServer:
         self._next_id = 0
         self.port = config.port
         self.nonces = NonceCache(config.replay_window) if config.reject_replays else None
+        # In a `serve --workers` worker: asks the first process, whose `nonces` serve them all.
+        self.replay_authority: Callable[[str], Awaitable[float | None]] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -450,10 +452,12 @@ class StreamServer:
     def _builtin_routes(self) -> dict[str, Route]:
         return {"/answer": self._answer, "/status": self._status}
 
-    def _webhook_refused(self, request: HttpRequest) -> HttpResponse | None:
+    async def _webhook_refused(self, request: HttpRequest) -> HttpResponse | None:
         """Check a webhook's V3 signature (form fields of a POST are signed too)."""
         params = {k: v for k, v in request.form.items()} if request.method == "POST" else None
-        ok, why = self.check_signature(request.method, request.target, request.headers, params)
+        ok, why = await self.check_signature(
+            request.method, request.target, request.headers, params
+        )
         if ok:
             return None
         self.totals["rejected"] += 1
@@ -489,7 +493,7 @@ class StreamServer:
         return build_xml(options, speak=self.config.speak)
 
     async def _answer(self, request: HttpRequest) -> HttpResponse:
-        refused = self._webhook_refused(request)
+        refused = await self._webhook_refused(request)
         if refused is not None:
             return refused
         fields = _first_values(request.form or request.query)
@@ -507,7 +511,7 @@ class StreamServer:
         return HttpResponse(200, xml, content_type="application/xml; charset=utf-8")
 
     async def _status(self, request: HttpRequest) -> HttpResponse:
-        refused = self._webhook_refused(request)
+        refused = await self._webhook_refused(request)
         if refused is not None:
             return refused
         fields = _first_values(request.form or request.query)
@@ -525,7 +529,7 @@ class StreamServer:
             return f"{scheme}://{public.netloc}{target}"
         return f"http://{host}{target}"
 
-    def check_signature(
+    async def check_signature(
         self,
         method: str,
         target: str,
@@ -542,7 +546,7 @@ class StreamServer:
             return False, f"missing {SIGNATURE_HEADER} or {NONCE_HEADER} header"
         url = self.signed_url(target, headers.get("host", ""))
         if validate_v3(url, nonce, signature, token, method=method, params=params):
-            return self._first_use(url, nonce, token, method, params)
+            return await self._first_use(url, nonce, token, method, params)
         host = headers.get("host", "")
         hint = diagnose(
             url, nonce, signature, token, method=method, params=params, alt_hosts=[host]
@@ -552,18 +556,28 @@ class StreamServer:
             why += f"; it matches {hint} (pass --public-url with that scheme and host)"
         return False, why
 
-    def _first_use(
+    async def _first_use(
         self, url: str, nonce: str, token: str, method: str, params: dict[str, list[str]] | None
     ) -> tuple[bool, str]:
         """With --reject-replays, refuse a valid signature that was already used."""
-        if self.nonces is None:
+        if self.nonces is None and self.replay_authority is None:
             return True, "signature valid"
         key = replay_key(nonce, compute_v3(url, nonce, token, method=method, params=params))
+        if self.replay_authority is not None:  # a worker: the first process remembers for all
+            age = await self.replay_authority(key)
+        else:
+            age = self.seen_before(key)
+        if age is None:
+            return True, "signature valid (first use)"
+        return False, f"replayed signature: nonce {nonce[:32]!r} was used {age:.1f} s ago"
+
+    def seen_before(self, key: str) -> float | None:
+        """How long ago `key` (a `replay_key`) was first used, or None (and now it is)."""
+        if self.nonces is None:
+            return None
         now = time.monotonic()
         first = self.nonces.first_seen(key, now)
-        if first is None:
-            return True, "signature valid (first use)"
-        return False, f"replayed signature: nonce {nonce[:32]!r} was used {now - first:.1f} s ago"
+        return None if first is None else now - first
 
     # ------------------------------------------------------------ WebSocket side
 
@@ -574,7 +588,7 @@ class StreamServer:
         remote = remote_of(ws)
         headers = {k.lower(): v for k, v in ws.request.headers.raw_items()} if ws.request else {}
         target = ws.request.path if ws.request else self.config.path
-        ok, why = self.check_signature("GET", target, headers)
+        ok, why = await self.check_signature("GET", target, headers)
         if not ok:
             self.totals["rejected"] += 1
             self.publish(

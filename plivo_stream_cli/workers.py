@@ -20,6 +20,9 @@ and joined to it by its standard streams only:
   `--json` would print (gathered and written every 50 ms, like `--json`); a `{"w":
   "snapshot", "streams": [...], "live": [...], "totals": {...}}` every half second and last
   thing before it exits; `{"w": "reply", "id": N, "reply": {...}}` per request.
+- `--reject-replays`: the first process keeps the one memory of used signatures. A worker asks
+  `{"w": "nonce", "id": N, "key": ...}` before accepting a signed request and is answered
+  `{"nonce": N, "age": seconds since its first use, or null}` (null: first use, now recorded).
 
 A worker ignores SIGINT (Ctrl-C reaches the first process, which stops the workers in order)
 and treats SIGTERM like the end of its input.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import os
 import pickle
@@ -61,9 +65,6 @@ def check_workers(count: int, config: ServeConfig) -> None:
         return
     if not hasattr(socket, "SO_REUSEPORT"):
         raise UsageError("--workers needs SO_REUSEPORT (Linux, macOS, BSD): drop --workers")
-    if config.reject_replays:
-        # Each process would remember only the nonces it saw: a replay could reach another one.
-        raise UsageError("--reject-replays keeps its memory in one process: drop --workers")
 
 
 # ---------------------------------------------------------------- the first process
@@ -226,8 +227,16 @@ class WorkerPool:
             reply = worker.replies.get(message.get("id", -1))
             if reply is not None and not reply.done():
                 reply.set_result(dict(message.get("reply") or {}))
+        elif message.get("w") == "nonce":  # one memory of used signatures for every process
+            age = self.server.seen_before(str(message.get("key", "")))
+            self._send(worker, {"nonce": message.get("id"), "age": age})
         elif message.get("w") == "ready" and not worker.ready.done():
             worker.ready.set_result(None)
+
+    def _send(self, worker: _Worker, message: dict[str, Any]) -> None:
+        stdin = worker.process.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.write(_message(message))
 
     def _relay(self, worker: _Worker, record: Record) -> None:
         event = record.get("event")
@@ -304,16 +313,41 @@ async def _work() -> None:
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     tasks: set[asyncio.Task[None]] = set()
 
-    async def answer(line: bytes) -> None:
-        message = json.loads(line)
+    nonces: dict[int, asyncio.Future[float | None]] = {}
+
+    async def ask_first_process(key: str) -> float | None:
+        number = next(asked)
+        answer: asyncio.Future[float | None] = loop.create_future()
+        nonces[number] = answer
+        outbox.send({"w": "nonce", "id": number, "key": key})
+        outbox.flush()  # a handshake waits on it
+        try:
+            return await answer
+        finally:
+            nonces.pop(number, None)
+
+    asked = itertools.count(1)
+    if config.reject_replays:
+        server.replay_authority = ask_first_process
+
+    async def answer(message: dict[str, Any]) -> None:
         reply, _ = await control.dispatch(json.dumps(message["request"]), "serve")
         outbox.send({"w": "reply", "id": message["id"], "reply": reply})
 
     async def requests() -> None:
         while line := await reader.readline():
-            task = loop.create_task(answer(line))
+            message = json.loads(line)
+            if "nonce" in message:
+                waiting = nonces.get(message["nonce"])
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(message["age"])
+                continue
+            task = loop.create_task(answer(message))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        for waiting in nonces.values():  # no first process to ask: refuse, never wave through
+            if not waiting.done():
+                waiting.set_exception(ConnectionError("serve is stopping"))
         stopping.set()
 
     async def snapshots() -> None:

@@ -30,12 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec, synth
 from plivo_stream_cli.audiofile import load_audio, write_wav
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import FRAME_MS, MULAW_8K
+from plivo_stream_cli.signature import sign_headers
 from plivo_stream_cli.simulator import CallReport, PlivoCall, converse, open_stream
 from tests.conftest import ROOT, free_port, pstream_process
 
@@ -599,10 +602,45 @@ def finish(process: subprocess.Popen[str]) -> tuple[str, str]:
         raise AssertionError(f"serve kept running; stderr:\n{err}") from None
 
 
+def test_reject_replays_remembers_for_every_process(serves: Callable[..., Serve]) -> None:
+    # One memory in the first process: a replay is refused whichever process accepts the
+    # connection. Had each process its own, one of 12 replays would reach the process that has
+    # not seen the signature (all 12 on one side: p = 2^-12) and be served.
+    serve = serves("--workers", "2", "--reject-replays", "--json")
+    serve.wait_ready()
+    signed = sign_headers(serve.url, TOKEN)
+
+    async def upgrade(headers: dict[str, str]) -> int | None:
+        """None if the upgrade was accepted (the stream waits for its start), else the close
+        code."""
+        async with connect(serve.url, additional_headers=headers, compression=None) as ws:
+            try:
+                await asyncio.wait_for(ws.recv(), 1.0)
+            except asyncio.TimeoutError:
+                return None  # still open: accepted
+            except ConnectionClosed:
+                return ws.close_code
+        raise AssertionError("serve sent a message before the start event")
+
+    async def scenario() -> list[int | None]:
+        first = await upgrade(signed)
+        replays = await asyncio.gather(*(upgrade(signed) for _ in range(12)))
+        fresh = await upgrade(sign_headers(serve.url, TOKEN))
+        return [first, *replays, fresh]
+
+    codes = asyncio.run(scenario())
+    assert codes == [None, *[1008] * 12, None]
+    wait_until(lambda: len(serve.feed(lambda r: r["event"] == "rejected")) == 12, "12 rejected")
+    rejected = serve.feed(lambda r: r["event"] == "rejected")
+    assert all(str(r["reason"]).startswith("replayed signature") for r in rejected)
+    code = serve.stop(signal.SIGTERM)
+    assert code == 0, serve.err
+    assert "14 connections, 12 rejected" in one_line(serve.err)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "2", "--reject-replays"], "--reject-replays keeps its memory in one"),
         (["--workers", "0"], "--workers must be between 1 and 64, got 0"),
         (["--workers", "65"], "--workers must be between 1 and 64, got 65"),
     ],
