@@ -832,15 +832,13 @@ class TextSinkConnection(ServerConnection):
             super().data_received(rest)
 
     def eof_received(self) -> None:
-        if self._held:
+        if self._held is not None:
             self._give_back(self._held)  # websockets reports the truncated frame as it would
-        self._held = None
         super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._held:
+        if self._held is not None:
             self._give_back(self._held)
-        self._held = None
         super().connection_lost(exc)
 
     def process_event(self, event: Any) -> None:

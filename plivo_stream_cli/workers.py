@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plivo_stream_cli.errors import UsageError
-from plivo_stream_cli.feed import Record, json_line, note_record
+from plivo_stream_cli.feed import Record, note_record
+from plivo_stream_cli.runner import JsonPrinter
 from plivo_stream_cli.server import ServeConfig, StreamServer
 
 SNAPSHOT_SECONDS = 0.5
@@ -254,32 +255,18 @@ def _message(message: dict[str, Any]) -> bytes:
 # ---------------------------------------------------------------- a worker process
 
 
-class _Outbox:
-    """Lines to the first process, gathered and written every `FLUSH_SECONDS`."""
+def _pipe_writer(transport: asyncio.WriteTransport) -> Callable[[str], None]:
+    """Batches of lines to the first process (stdout, a pipe), as long as it is open."""
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
-        self._transport = transport
-        self._lines: list[str] = []
-        self._timer: asyncio.TimerHandle | None = None
+    def write(text: str) -> None:
+        if text and not transport.is_closing():
+            transport.write(text.encode("utf-8", "surrogatepass"))
 
-    def record(self, record: Record) -> None:
-        self._add(json_line(record))
+    return write
 
-    def send(self, message: dict[str, Any]) -> None:
-        self._add(json.dumps(message, separators=(",", ":"), ensure_ascii=False))
 
-    def _add(self, line: str) -> None:
-        self._lines.append(line)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._lines and not self._transport.is_closing():
-            lines, self._lines = self._lines, []
-            self._transport.write(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+def _line(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
 
 
 def _snapshot(server: StreamServer, live_ids: Callable[[], list[str]]) -> dict[str, Any]:
@@ -304,35 +291,35 @@ async def _work() -> None:
     config.port = port
     server = StreamServer(config, conn_prefix=f"conn-w{index}-")
     await server.start(reuse_port=True)
-    outbox = _Outbox(transport)
-    server.subscribe(outbox.record, media=True)
+    outbox = JsonPrinter(FLUSH_SECONDS, write=_pipe_writer(transport))
+    server.subscribe(outbox, media=True)
     control = ControlServer(server)  # its request handling, without its WebSocket server
-    outbox.send({"w": "ready", "pid": os.getpid()})
+    outbox.line(_line({"w": "ready", "pid": os.getpid()}))
     outbox.flush()
     stopping = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     tasks: set[asyncio.Task[None]] = set()
 
-    nonces: dict[int, asyncio.Future[float | None]] = {}
+    nonces: dict[int, asyncio.Future[float | None]] = {}  # asked of the first process
+    asked = itertools.count(1)
 
     async def ask_first_process(key: str) -> float | None:
         number = next(asked)
         answer: asyncio.Future[float | None] = loop.create_future()
         nonces[number] = answer
-        outbox.send({"w": "nonce", "id": number, "key": key})
+        outbox.line(_line({"w": "nonce", "id": number, "key": key}))
         outbox.flush()  # a handshake waits on it
         try:
             return await answer
         finally:
             nonces.pop(number, None)
 
-    asked = itertools.count(1)
     if config.reject_replays:
         server.replay_authority = ask_first_process
 
     async def answer(message: dict[str, Any]) -> None:
         reply, _ = await control.dispatch(json.dumps(message["request"]), "serve")
-        outbox.send({"w": "reply", "id": message["id"], "reply": reply})
+        outbox.line(_line({"w": "reply", "id": message["id"], "reply": reply}))
 
     async def requests() -> None:
         while line := await reader.readline():
@@ -353,7 +340,7 @@ async def _work() -> None:
     async def snapshots() -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_SECONDS)
-            outbox.send(_snapshot(server, control.live_ids))
+            outbox.line(_line(_snapshot(server, control.live_ids)))
 
     jobs = [loop.create_task(requests()), loop.create_task(snapshots())]
     try:
@@ -362,7 +349,7 @@ async def _work() -> None:
         for job in jobs:
             job.cancel()
         await server.close()
-        outbox.send(_snapshot(server, control.live_ids))
+        outbox.line(_line(_snapshot(server, control.live_ids)))
         outbox.flush()
         deadline = time.monotonic() + 10
         while transport.get_write_buffer_size() and time.monotonic() < deadline:
