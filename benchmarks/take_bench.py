@@ -25,11 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from plivo_stream_cli import runner
+from plivo_stream_cli.adapters.recorder import CallRecorder
+from plivo_stream_cli.adapters.server import (
+    CAPTURE_FLUSH_SECONDS,
+    LiveStream,
+    ServeConfig,
+    StreamServer,
+)
+from plivo_stream_cli.console import runner
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.recorder import CallRecorder
-from plivo_stream_cli.server import CAPTURE_FLUSH_SECONDS, LiveStream, ServeConfig, StreamServer
 
 CASES = {
     "bare": (False, False),

@@ -12,8 +12,10 @@ import sys
 
 import typer
 
-from plivo_stream_cli import __version__, completion, output
+from plivo_stream_cli import __version__
+from plivo_stream_cli.commands import shellcomplete as completion
 from plivo_stream_cli.commands.base import lazy_group
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import ExitCode
 
 # Command modules register on `commands`; the root builds each one only when it is used.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import typer.main
 
-from plivo_stream_cli import completion
 from plivo_stream_cli.cli import app
+from plivo_stream_cli.commands import shellcomplete as completion
 
 DIRECTORY = Path(__file__).resolve().parent.parent / "completions"
 

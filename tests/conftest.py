@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from plivo_stream_cli import output
+from plivo_stream_cli.console import output
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,7 +21,7 @@ import pytest
 from plivo_standin import AUTH_ID, AUTH_TOKEN, PlivoStandIn, Reply
 from typer.testing import CliRunner
 
-from plivo_stream_cli import application
+from plivo_stream_cli.adapters import application
 from plivo_stream_cli.cli import app
 from tests.conftest import ROOT
 

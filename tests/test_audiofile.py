@@ -1,4 +1,4 @@
-"""Tests for plivo_stream_cli.audiofile: loading WAV/raw files for playback, refusing the rest."""
+"""Tests for adapters.audiofile: loading WAV/raw files for playback, refusing the rest."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from plivo_stream_cli import codec
-from plivo_stream_cli.audiofile import AudioFileError, load_audio, load_pcm, read_wav, write_wav
+from plivo_stream_cli.adapters.audiofile import (
+    AudioFileError,
+    load_audio,
+    load_pcm,
+    read_wav,
+    write_wav,
+)
 from plivo_stream_cli.errors import ExitCode, UsageError
 from plivo_stream_cli.formats import L16_8K, L16_16K, MULAW_8K, MediaFormat
 

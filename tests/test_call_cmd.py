@@ -14,7 +14,7 @@ import pytest
 from plivo_standin import AUTH_ID, AUTH_TOKEN, PlivoStandIn, Reply
 from typer.testing import CliRunner, Result
 
-from plivo_stream_cli import statefile
+from plivo_stream_cli.adapters import statefile
 from plivo_stream_cli.cli import app
 from tests.conftest import ROOT
 

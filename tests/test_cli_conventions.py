@@ -21,9 +21,10 @@ from plivo_standin import AUTH_ID, AUTH_TOKEN, PlivoStandIn, Reply
 from test_completions import MARKUP
 from typer.testing import CliRunner, Result
 
-from plivo_stream_cli import errors, output
+from plivo_stream_cli import errors
 from plivo_stream_cli.cli import app
 from plivo_stream_cli.commands.common import add
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import EXIT_CODE_MEANINGS, ExitCode
 
 TOKEN = "conventions-token"

@@ -17,8 +17,8 @@ import typer.main
 from conftest import ROOT
 from typer.testing import CliRunner
 
-from plivo_stream_cli import completion
 from plivo_stream_cli.cli import app
+from plivo_stream_cli.commands import shellcomplete as completion
 
 COMPLETIONS = ROOT / "completions"
 GENERATOR = ROOT / "scripts" / "gen_completions.py"

@@ -17,8 +17,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from plivo_stream_cli import codec, statefile, synth
-from plivo_stream_cli.control import (
+from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters import statefile
+from plivo_stream_cli.adapters.control import (
     ControlClient,
     ControlRequestError,
     ControlServer,
@@ -27,11 +28,11 @@ from plivo_stream_cli.control import (
     find_serve,
     start_control,
 )
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.adapters.simulator import CallReport, SimulateConfig, run_call
 from plivo_stream_cli.errors import ConfigError, UsageError
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.server import ServeConfig, StreamServer
-from plivo_stream_cli.simulator import CallReport, SimulateConfig, run_call
 from tests.conftest import run
 
 

@@ -25,14 +25,15 @@ from typing import Any, TypeVar
 import pytest
 from typer.testing import CliRunner, Result
 
-from plivo_stream_cli import codec, statefile, synth
-from plivo_stream_cli.audiofile import load_audio, load_pcm, write_wav
+from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters import statefile
+from plivo_stream_cli.adapters.audiofile import load_audio, load_pcm, write_wav
+from plivo_stream_cli.adapters.control import ControlServer, start_control
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.adapters.simulator import CallReport, SimulateConfig, run_call
 from plivo_stream_cli.cli import app
-from plivo_stream_cli.control import ControlServer, start_control
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.server import ServeConfig, StreamServer
-from plivo_stream_cli.simulator import CallReport, SimulateConfig, run_call
 from tests.conftest import pstream_process
 
 T = TypeVar("T")

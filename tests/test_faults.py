@@ -28,11 +28,16 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters.recorder import read_capture
+from plivo_stream_cli.adapters.server import (
+    MAX_PENDING_PLAYS,
+    LiveStream,
+    ServeConfig,
+    StreamServer,
+)
 from plivo_stream_cli.cli import app
 from plivo_stream_cli.events import Media, PlayedStream, Start
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.recorder import read_capture
-from plivo_stream_cli.server import MAX_PENDING_PLAYS, LiveStream, ServeConfig, StreamServer
 from tests.conftest import free_port, pstream_process, run, wait_for_port
 
 FMT = MULAW_8K

@@ -27,10 +27,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters.recorder import read_capture
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
 from plivo_stream_cli.events import Media, PlayedStream, Start
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.recorder import read_capture
-from plivo_stream_cli.server import ServeConfig, StreamServer
 from tests.conftest import run
 
 BATCH = 100  # hostile messages per call

@@ -1,4 +1,4 @@
-"""Tests for plivo_stream_cli.recorder: crash-safe WAVs, the stereo call WAV, capture, names."""
+"""Tests for adapters.recorder: crash-safe WAVs, the stereo call WAV, capture, names."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 
 from plivo_stream_cli import codec
-from plivo_stream_cli.errors import ExitCode, UsageError
-from plivo_stream_cli.formats import L16_16K, MULAW_8K
-from plivo_stream_cli.recorder import (
+from plivo_stream_cli.adapters.recorder import (
     CallRecorder,
     CaptureError,
     WavRecorder,
     read_capture,
     safe_name,
 )
+from plivo_stream_cli.errors import ExitCode, UsageError
+from plivo_stream_cli.formats import L16_16K, MULAW_8K
 
 
 def tone(freq: float, rate: int, seconds: float, amplitude: int = 8000) -> bytes:
@@ -116,7 +116,7 @@ SIGKILL_CHILD = """
 import sys
 from plivo_stream_cli import codec
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.recorder import CallRecorder
+from plivo_stream_cli.adapters.recorder import CallRecorder
 
 rec = CallRecorder(sys.argv[1], "call", "stream", MULAW_8K, stereo=True)
 for i in range(170):  # 3.4 s, so the last 0.4 s is still buffered when the kill comes
@@ -311,7 +311,7 @@ DISK_FULL_CHILD = """
 import json, resource, signal, sys
 from plivo_stream_cli import codec
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.recorder import CallRecorder
+from plivo_stream_cli.adapters.recorder import CallRecorder
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of dying
 resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, resource.RLIM_INFINITY))

@@ -15,12 +15,12 @@ import pytest
 from typer.testing import CliRunner
 
 from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters.replay import ReplayConfig, load_capture, run_replay
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call
 from plivo_stream_cli.cli import app
 from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.replay import ReplayConfig, load_capture, run_replay
-from plivo_stream_cli.server import ServeConfig, StreamServer
-from plivo_stream_cli.simulator import SimulateConfig, run_call
 from tests.conftest import run, serving_in_thread
 
 TOKEN = "replay-test-token"

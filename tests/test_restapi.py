@@ -12,15 +12,7 @@ import pytest
 from plivo_standin import AUTH_ID, AUTH_TOKEN, PlivoStandIn, Reply
 
 from plivo_stream_cli import __version__
-from plivo_stream_cli.errors import (
-    ApiFailedError,
-    ApiRefusedError,
-    ConfigError,
-    ExitCode,
-    NetworkError,
-    UsageError,
-)
-from plivo_stream_cli.restapi import (
+from plivo_stream_cli.adapters.restapi import (
     ApiResponse,
     Credentials,
     PlivoClient,
@@ -33,6 +25,14 @@ from plivo_stream_cli.restapi import (
     start_stream,
     stop_streams,
     validate_api_url,
+)
+from plivo_stream_cli.errors import (
+    ApiFailedError,
+    ApiRefusedError,
+    ConfigError,
+    ExitCode,
+    NetworkError,
+    UsageError,
 )
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_wait=0.05)

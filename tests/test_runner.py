@@ -1,4 +1,4 @@
-"""Tests for plivo_stream_cli.runner's `--json` printer: batched, yet prompt and in order."""
+"""Tests for console.runner's `--json` printer: batched, yet prompt and in order."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from plivo_stream_cli.runner import JsonPrinter
+from plivo_stream_cli.console.runner import JsonPrinter
 from tests.conftest import run
 
 

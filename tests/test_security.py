@@ -29,13 +29,13 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from plivo_stream_cli import synth
-from plivo_stream_cli.audiofile import write_wav
+from plivo_stream_cli.adapters.audiofile import write_wav
+from plivo_stream_cli.adapters.control import ControlServer
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer, prepare_record_dir
 from plivo_stream_cli.cli import app
-from plivo_stream_cli.control import ControlServer
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.nonces import NonceCache
-from plivo_stream_cli.server import ServeConfig, StreamServer, prepare_record_dir
 from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, sign_headers
 from tests.conftest import free_port, pstream_process, run, wait_for_port
 

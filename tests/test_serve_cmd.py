@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from plivo_stream_cli import synth
-from plivo_stream_cli.audiofile import write_wav
+from plivo_stream_cli.adapters.audiofile import write_wav
 from plivo_stream_cli.cli import app
 from tests.conftest import ROOT, free_port, pstream_process, wait_for_port
 

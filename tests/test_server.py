@@ -16,11 +16,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.formats import L16_8K, L16_16K, MULAW_8K, MediaFormat
-from plivo_stream_cli.server import ServeConfig, StreamServer
 from plivo_stream_cli.signature import sign_headers
-from plivo_stream_cli.simulator import SimulateConfig, run_call
 from tests.conftest import run
 
 TOKEN = "test-auth-token"

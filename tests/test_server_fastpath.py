@@ -28,10 +28,7 @@ from websockets.streams import StreamReader
 from websockets.utils import accept_key, generate_key
 
 from plivo_stream_cli import codec, synth
-from plivo_stream_cli.events import Dtmf, Media, Start
-from plivo_stream_cli.feed import Record
-from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.server import (
+from plivo_stream_cli.adapters.server import (
     MAX_HELD_BYTES,
     WEBSOCKET_MAX_SIZE,
     LiveStream,
@@ -39,6 +36,9 @@ from plivo_stream_cli.server import (
     StreamServer,
     TextSinkConnection,
 )
+from plivo_stream_cli.events import Dtmf, Media, Start
+from plivo_stream_cli.feed import Record
+from plivo_stream_cli.formats import MULAW_8K
 from tests.conftest import run
 
 TIMEOUT = 10.0

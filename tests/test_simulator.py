@@ -14,14 +14,15 @@ import pytest
 from typer.testing import CliRunner, Result
 from websockets.asyncio.server import ServerConnection, serve
 
-from plivo_stream_cli import codec, metrics, simulator, synth
-from plivo_stream_cli.audiofile import write_wav
+from plivo_stream_cli import codec, metrics, synth
+from plivo_stream_cli.adapters import simulator
+from plivo_stream_cli.adapters.audiofile import write_wav
+from plivo_stream_cli.adapters.simulator import SimulateConfig, parse_dtmf_schedule, run_call
 from plivo_stream_cli.cli import app
 from plivo_stream_cli.errors import NetworkError, UsageError
 from plivo_stream_cli.events import Checkpoint, ClearAudio, PlayAudio
 from plivo_stream_cli.formats import L16_16K, MULAW_8K
 from plivo_stream_cli.signature import validate_v3
-from plivo_stream_cli.simulator import SimulateConfig, parse_dtmf_schedule, run_call
 from tests.conftest import free_port, run, serving_in_thread
 
 Bot = Callable[[ServerConnection, list[dict[str, Any]]], Awaitable[None]]

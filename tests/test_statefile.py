@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from plivo_stream_cli import statefile
+from plivo_stream_cli.adapters import statefile
 from plivo_stream_cli.errors import ConfigError
 
 

@@ -12,12 +12,8 @@ from pyngrok import ngrok
 from pyngrok.exception import PyngrokNgrokError, PyngrokNgrokInstallError
 from websockets.asyncio.client import connect
 
-from plivo_stream_cli.errors import ConfigError, NetworkError
-from plivo_stream_cli.events import Start
-from plivo_stream_cli.formats import MULAW_8K
-from plivo_stream_cli.server import ServeConfig, StreamServer
-from plivo_stream_cli.signature import sign_headers
-from plivo_stream_cli.tunnel import (
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.adapters.tunnel import (
     NgrokSettings,
     NgrokTunnel,
     StaticTunnel,
@@ -25,6 +21,10 @@ from plivo_stream_cli.tunnel import (
     go_public,
     public_urls,
 )
+from plivo_stream_cli.errors import ConfigError, NetworkError
+from plivo_stream_cli.events import Start
+from plivo_stream_cli.formats import MULAW_8K
+from plivo_stream_cli.signature import sign_headers
 from tests.conftest import run
 
 TOKEN = "tunnel-test-token"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
 from plivo_stream_cli.formats import L16_16K
-from plivo_stream_cli.server import ServeConfig, StreamServer
 from plivo_stream_cli.signature import sign_headers
 from plivo_stream_cli.streamxml import StreamOptions
 from tests.conftest import run

@@ -22,7 +22,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 from websockets.utils import apply_mask as python_apply_mask
 
-from plivo_stream_cli.server import WEBSOCKET_MAX_SIZE
+from plivo_stream_cli.adapters.server import WEBSOCKET_MAX_SIZE
 from plivo_stream_cli.wireframes import Unmask, scan_text_frames
 
 try:

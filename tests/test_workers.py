@@ -34,12 +34,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec, synth
-from plivo_stream_cli.audiofile import load_audio, write_wav
+from plivo_stream_cli.adapters.audiofile import load_audio, write_wav
+from plivo_stream_cli.adapters.simulator import CallReport, PlivoCall, converse, open_stream
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import FRAME_MS, MULAW_8K
 from plivo_stream_cli.signature import sign_headers
-from plivo_stream_cli.simulator import CallReport, PlivoCall, converse, open_stream
 from tests.conftest import ROOT, free_port, pstream_process
 
 TOKEN = "workers-e2e-token"
@@ -102,7 +102,7 @@ def workers_running() -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        ours = b"plivo_stream_cli.workers" in cmdline and mine in environ.split(b"\0")
+        ours = b"plivo_stream_cli.adapters.workers" in cmdline and mine in environ.split(b"\0")
         if ours and alive(int(entry.name)):
             found.append(int(entry.name))
     return sorted(found)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from plivo_stream_cli import output
 from plivo_stream_cli.commands.common import JSON_OPTION, add
 from plivo_stream_cli.commands.rest_cmd import (
     API_URL_OPTION,
@@ -20,10 +19,11 @@ from plivo_stream_cli.commands.rest_cmd import (
     TIMEOUT_OPTION,
     open_client,
 )
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.restapi import PlivoClient
+    from plivo_stream_cli.adapters.restapi import PlivoClient
 
 CALL_EPILOG = (
     "Example: pstream serve --ngrok --app 12345678901234567   (then, in another terminal) "
@@ -91,8 +91,8 @@ def call(
 
 
 def _serve_answer_url() -> str:
-    from plivo_stream_cli import statefile
-    from plivo_stream_cli.tunnel import public_urls
+    from plivo_stream_cli.adapters import statefile
+    from plivo_stream_cli.adapters.tunnel import public_urls
 
     serves = [entry for entry in statefile.live_serves() if entry.public_url]
     if not serves:

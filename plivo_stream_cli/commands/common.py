@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import typer
 
-from plivo_stream_cli import output
 from plivo_stream_cli.commands.base import Command
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import ConfigError, ExitCode, PstreamError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -30,7 +30,7 @@ def completion(
     shell: Shell = typer.Argument(..., help="bash, zsh or fish.", show_default=False),
 ) -> None:
     """Print the shell completion script for SHELL on stdout, to save or source."""
-    from plivo_stream_cli import completion as scripts
-    from plivo_stream_cli import output
+    from plivo_stream_cli.commands import shellcomplete as scripts
+    from plivo_stream_cli.console import output
 
     output.data(scripts.script(shell.value, ctx.find_root().command).rstrip("\n"))

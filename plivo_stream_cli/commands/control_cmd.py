@@ -16,7 +16,7 @@ import typer
 from plivo_stream_cli.commands.common import JSON_OPTION, add, resolve_token
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.control import ControlClient, ControlRequestError, Target
+    from plivo_stream_cli.adapters.control import ControlClient, ControlRequestError, Target
     from plivo_stream_cli.feed import Record
 
 TOKEN_ENV = "PSTREAM_CONTROL_TOKEN"
@@ -109,9 +109,9 @@ def play(
     token: str | None = _token_option(),
 ) -> None:
     """Play an audio file to a live stream of a running serve (playAudio, then a checkpoint)."""
-    from plivo_stream_cli import output
-    from plivo_stream_cli.audiofile import load_pcm
-    from plivo_stream_cli.control import encode_play
+    from plivo_stream_cli.adapters.audiofile import load_pcm
+    from plivo_stream_cli.adapters.control import encode_play
+    from plivo_stream_cli.console import output
 
     pcm, rate = load_pcm(file)
     fields = encode_play(pcm, rate)
@@ -129,7 +129,7 @@ def clear(
     token: str | None = _token_option(),
 ) -> None:
     """Stop what serve is playing on a stream and send clearAudio (Plivo answers clearedAudio)."""
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     reply = _act(control, token, "clear", stream, {})
     output.status(f"clearAudio sent to stream {reply['stream']}")
@@ -142,7 +142,7 @@ def checkpoint(
     token: str | None = _token_option(),
 ) -> None:
     """Send a checkpoint on a stream; Plivo confirms it once the audio before it has played."""
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     reply = _act(control, token, "checkpoint", stream, {"name": name})
     output.status(f"checkpoint {reply['name']!r} sent to stream {reply['stream']}")
@@ -154,7 +154,7 @@ def streams(
     token: str | None = _token_option(),
 ) -> None:
     """List the streams of a running serve: call, format, state, packets, DTMF, checkpoints."""
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     snapshots = _act(control, token, "streams", None, {})["streams"]
     if json_out:
@@ -169,8 +169,8 @@ def streams(
 
 
 def _target(control: str | None, token: str | None) -> Target:
-    from plivo_stream_cli import output
-    from plivo_stream_cli.control import find_serve
+    from plivo_stream_cli.adapters.control import find_serve
+    from plivo_stream_cli.console import output
 
     token = resolve_token(token, required=False, env=TOKEN_ENV) if token else None
     if control and not token:
@@ -191,7 +191,7 @@ def _act(
 async def _request(
     target: Target, op: str, stream: str | None, fields: dict[str, Any]
 ) -> dict[str, Any]:
-    from plivo_stream_cli.control import ControlClient, ControlRequestError
+    from plivo_stream_cli.adapters.control import ControlClient, ControlRequestError
 
     async with ControlClient(target) as client:
         while True:
@@ -205,7 +205,7 @@ def _choose(exc: ControlRequestError, asked: str | None) -> str:
     """A stream picked at the terminal when several are live, else the refusal as one line."""
     import sys
 
-    from plivo_stream_cli.control import ControlRequestError
+    from plivo_stream_cli.adapters.control import ControlRequestError
 
     listing = ", ".join(exc.streams)
     if exc.code == "ambiguous" and exc.streams and sys.stdin.isatty():
@@ -220,7 +220,7 @@ def _choose(exc: ControlRequestError, asked: str | None) -> str:
 
 
 def _prompt(ids: list[str]) -> str:
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     output.status(f"{len(ids)} live streams:")
     for number, sid in enumerate(ids, start=1):
@@ -239,8 +239,8 @@ def _prompt(ids: list[str]) -> str:
 
 
 async def _attach(target: Target, *, json_out: bool, media: bool) -> None:
-    from plivo_stream_cli import output
-    from plivo_stream_cli.control import ControlClient
+    from plivo_stream_cli.adapters.control import ControlClient
+    from plivo_stream_cli.console import output
 
     async with ControlClient(target) as client:
         serve = (await client.monitor(media=media))["serve"]
@@ -261,8 +261,8 @@ async def _print_pushes(client: ControlClient, *, json_out: bool) -> None:
 async def _live_view(client: ControlClient, title: str) -> None:
     from rich.live import Live
 
-    from plivo_stream_cli import output
-    from plivo_stream_cli.view import StreamView
+    from plivo_stream_cli.console import output
+    from plivo_stream_cli.console.view import StreamView
 
     view = StreamView(title)
     with Live(view.render([]), console=output.console(), transient=False) as live:
@@ -276,7 +276,7 @@ async def _live_view(client: ControlClient, title: str) -> None:
 def _print_record(record: Record, *, json_out: bool) -> None:
     import time
 
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
     from plivo_stream_cli.feed import describe
 
     if json_out:
@@ -291,8 +291,8 @@ def _print_record(record: Record, *, json_out: bool) -> None:
 
 
 def _tail_capture(path: Path, *, follow: bool, json_out: bool, media: bool) -> None:
+    from plivo_stream_cli.adapters.recorder import CaptureError
     from plivo_stream_cli.capturefeed import CaptureDecoder, NotACaptureLine
-    from plivo_stream_cli.recorder import CaptureError
 
     decoder = CaptureDecoder()
     for number, line in _capture_lines(path, follow=follow):
@@ -308,7 +308,7 @@ def _capture_lines(path: Path, *, follow: bool) -> Iterator[tuple[int, str]]:
     """Complete lines with their numbers; with `follow`, wait for more (like `tail -f`)."""
     import time
 
-    from plivo_stream_cli.recorder import CaptureError
+    from plivo_stream_cli.adapters.recorder import CaptureError
 
     try:
         handle = path.open(encoding="utf-8", errors="surrogateescape", newline="\n")
@@ -358,7 +358,7 @@ def _print_streams(snapshots: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     table = Table(*(name for name, _ in _COLUMNS), header_style="bold", box=box.SIMPLE)
     for snap in snapshots:

@@ -18,8 +18,8 @@ from plivo_stream_cli.commands.common import JSON_OPTION, add
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from plivo_stream_cli.server import StreamServer
-    from plivo_stream_cli.simulator import CallReport
+    from plivo_stream_cli.adapters.server import StreamServer
+    from plivo_stream_cli.adapters.simulator import CallReport
 
 DEMO_EPILOG = "Example: pstream demo --dir demo-call/   (then: aplay demo-call/*.call.wav)"
 DEMO_TOKEN = "pstream-demo-token"  # a throwaway token: both ends of the demo are local
@@ -50,9 +50,9 @@ def demo(
     import asyncio
     import tempfile
 
-    from plivo_stream_cli import output
+    from plivo_stream_cli.adapters.server import prepare_record_dir
+    from plivo_stream_cli.console import output
     from plivo_stream_cli.errors import UsageError
-    from plivo_stream_cli.server import prepare_record_dir
 
     if speed <= 0:
         raise UsageError(f"--speed must be positive, got {speed:g}")
@@ -87,10 +87,10 @@ async def run_demo(
 ) -> tuple[CallReport, list[dict[str, Any]]]:
     """Serve, call, hang up; returns the call's report and the recorded files."""
     from plivo_stream_cli import codec, synth
+    from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+    from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call
+    from plivo_stream_cli.console.runner import bind
     from plivo_stream_cli.formats import MULAW_8K
-    from plivo_stream_cli.runner import bind
-    from plivo_stream_cli.server import ServeConfig, StreamServer
-    from plivo_stream_cli.simulator import SimulateConfig, run_call
 
     rate = MULAW_8K.sample_rate
     server = StreamServer(
@@ -151,15 +151,15 @@ async def _shown(
     """Run the scenario under the live view (terminal) or with one line per event."""
     import asyncio
 
-    from plivo_stream_cli import output
-    from plivo_stream_cli.runner import REFRESH_PER_SECOND, plain_printer
+    from plivo_stream_cli.console import output
+    from plivo_stream_cli.console.runner import REFRESH_PER_SECOND, plain_printer
 
     if not live:
         server.subscribe(plain_printer, media=False)
         return await scenario
     from rich.live import Live
 
-    from plivo_stream_cli.view import StreamView
+    from plivo_stream_cli.console.view import StreamView
 
     view = StreamView(f"pstream demo  {server.local_url}")
     server.subscribe(view.add, media=False)
@@ -192,7 +192,7 @@ _MEANING = {
 
 
 def _print_result(directory: Path, report: CallReport, files: list[dict[str, Any]]) -> None:
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
     from plivo_stream_cli.metrics import call_metrics
 
     metrics = call_metrics(report)
@@ -227,7 +227,7 @@ def _play_hint(path: str) -> str:
 
 
 def _print_json(directory: Path, report: CallReport, files: list[dict[str, Any]]) -> None:
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
     from plivo_stream_cli.metrics import SCHEMA_VERSION, summarize
 
     output.json_line(

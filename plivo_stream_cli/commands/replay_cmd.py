@@ -45,11 +45,11 @@ def replay(
     """Replay a recorded call with its original timing, answering checkpoints and clears."""
     import asyncio
 
-    from plivo_stream_cli import output
+    from plivo_stream_cli.adapters.replay import ReplayConfig, run_replay
+    from plivo_stream_cli.adapters.simulator import save_reply
     from plivo_stream_cli.commands.simulate_cmd import finish
+    from plivo_stream_cli.console import output
     from plivo_stream_cli.errors import UsageError
-    from plivo_stream_cli.replay import ReplayConfig, run_replay
-    from plivo_stream_cli.simulator import save_reply
 
     if speed <= 0:
         raise UsageError(f"--speed must be positive, got {speed:g}")

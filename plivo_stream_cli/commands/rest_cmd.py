@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from plivo_stream_cli import output
 from plivo_stream_cli.commands.common import AUTH_TOKEN_HELP, JSON_OPTION, add, resolve_token
 from plivo_stream_cli.commands.stream_options import (
     AUDIO_TRACK,
@@ -27,10 +26,11 @@ from plivo_stream_cli.commands.stream_options import (
     checked,
     stream_options_from_flags,
 )
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.restapi import ApiResponse, PlivoClient
+    from plivo_stream_cli.adapters.restapi import ApiResponse, PlivoClient
     from plivo_stream_cli.streams_table import StreamTable
 
 API_PANEL = "Plivo API"
@@ -98,7 +98,12 @@ def open_client(
     retry_wait: float = 0.5,
 ) -> PlivoClient:
     """A PlivoClient from the shared API flags (and PLIVO_* environment variables)."""
-    from plivo_stream_cli.restapi import DEFAULT_API_URL, Credentials, PlivoClient, RetryPolicy
+    from plivo_stream_cli.adapters.restapi import (
+        DEFAULT_API_URL,
+        Credentials,
+        PlivoClient,
+        RetryPolicy,
+    )
 
     if timeout <= 0:
         raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}")
@@ -127,7 +132,7 @@ def stop(
     retry_wait: float = RETRY_WAIT_OPTION,
 ) -> None:
     """Stop one stream of a live call, or all of them (DELETE .../Call/CALL_UUID/Stream/)."""
-    from plivo_stream_cli.restapi import stop_streams
+    from plivo_stream_cli.adapters.restapi import stop_streams
 
     with open_client(
         auth_id=auth_id,
@@ -161,7 +166,7 @@ def get(
     retry_wait: float = RETRY_WAIT_OPTION,
 ) -> None:
     """Show a call's streams, or one stream, as a table (--json: the API's JSON untouched)."""
-    from plivo_stream_cli.restapi import get_streams
+    from plivo_stream_cli.adapters.restapi import get_streams
     from plivo_stream_cli.streams_table import stream_table
 
     with open_client(
@@ -206,7 +211,7 @@ def start(
     Takes the same stream flags as `pstream xml` (except --keep-call-alive, an XML-only
     attribute). Not retried: a retry could start a second stream.
     """
-    from plivo_stream_cli.restapi import start_stream
+    from plivo_stream_cli.adapters.restapi import start_stream
     from plivo_stream_cli.streams_table import start_body, started_stream_id
 
     options = checked(

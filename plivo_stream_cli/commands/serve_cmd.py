@@ -17,8 +17,8 @@ from plivo_stream_cli.commands.stream_options import (
 )
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.application import AppRewire
-    from plivo_stream_cli.tunnel import Tunnel
+    from plivo_stream_cli.adapters.application import AppRewire
+    from plivo_stream_cli.adapters.tunnel import Tunnel
 
 TUNNEL = "Public URL (ngrok)"
 ANSWER = "Answer URL (/answer)"
@@ -150,10 +150,10 @@ def serve(
     """Run a local WebSocket stream server that validates, shows and records Plivo streams."""
     import asyncio
 
-    from plivo_stream_cli import output
+    from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
     from plivo_stream_cli.commands.stream_options import stream_options_from_flags
-    from plivo_stream_cli.runner import ServeUi, run_serve
-    from plivo_stream_cli.server import ServeConfig, StreamServer
+    from plivo_stream_cli.console import output
+    from plivo_stream_cli.console.runner import ServeUi, run_serve
 
     token = resolve_token(auth_token, required=False)
     _check_replay_flags(reject_replays, replay_window, token)
@@ -185,11 +185,11 @@ def serve(
         speak=speak,
     )
     if play is not None:
-        from plivo_stream_cli.audiofile import load_pcm
+        from plivo_stream_cli.adapters.audiofile import load_pcm
 
         config.play_audio, config.play_rate = load_pcm(play)
         config.play_name = play.stem
-    from plivo_stream_cli.workers import check_workers
+    from plivo_stream_cli.adapters.workers import check_workers
 
     check_workers(workers, config)
     server = StreamServer(config)
@@ -202,7 +202,7 @@ def serve(
     async def started(srv: StreamServer) -> None:
         ui.banner.insert(0, f"listening on [bold]{srv.local_url}[/bold]  (GET /healthz)")
         if tunnel is not None:
-            from plivo_stream_cli.tunnel import go_public
+            from plivo_stream_cli.adapters.tunnel import go_public
 
             ui.banner[1:1] = await go_public(srv, tunnel)
         if rewire is not None and srv.config.public_url:
@@ -245,8 +245,8 @@ def _tunnel(
 ) -> Tunnel | None:
     if not ngrok:
         return None
+    from plivo_stream_cli.adapters.tunnel import NgrokSettings, NgrokTunnel
     from plivo_stream_cli.errors import UsageError
-    from plivo_stream_cli.tunnel import NgrokSettings, NgrokTunnel
 
     if public_url:
         raise UsageError("--ngrok and --public-url both set the public URL: pick one")
@@ -265,7 +265,7 @@ def _application(
 ) -> AppRewire | None:
     import sys
 
-    from plivo_stream_cli import application
+    from plivo_stream_cli.adapters import application
     from plivo_stream_cli.errors import UsageError
 
     if app_id is not None:
@@ -291,7 +291,7 @@ def _ask(question: str) -> bool:
     from rich.prompt import Confirm
     from rich.text import Text
 
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     try:  # on stderr: stdout may be the --json feed
         return Confirm.ask(Text(question), console=output.console(stderr=True), default=True)
@@ -302,13 +302,13 @@ def _ask(question: str) -> bool:
 def _record_dir(record: Path | None) -> Path | None:
     if record is None:
         return None
-    from plivo_stream_cli.server import prepare_record_dir
+    from plivo_stream_cli.adapters.server import prepare_record_dir
 
     return prepare_record_dir(record)
 
 
 def _banner(config: object) -> list[str]:
-    from plivo_stream_cli.server import ServeConfig
+    from plivo_stream_cli.adapters.server import ServeConfig
 
     assert isinstance(config, ServeConfig)
     lines = []

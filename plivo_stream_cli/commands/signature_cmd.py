@@ -7,10 +7,10 @@ from typing import Any
 
 import typer
 
-from plivo_stream_cli import output
 from plivo_stream_cli.commands.base import Group
 from plivo_stream_cli.commands.common import JSON_OPTION, add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CallbackMethod
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import CheckFailed, UsageError
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

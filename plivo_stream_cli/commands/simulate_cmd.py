@@ -12,8 +12,8 @@ from plivo_stream_cli.commands.common import add, auth_token_option, resolve_tok
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
 if TYPE_CHECKING:
+    from plivo_stream_cli.adapters.simulator import CallReport
     from plivo_stream_cli.metrics import Check
-    from plivo_stream_cli.simulator import CallReport
 
 SIMULATE_EPILOG = (
     "Example: pstream simulate ws://127.0.0.1:8080/stream --audio hello.wav --dtmf '5@1.5' "
@@ -76,9 +76,9 @@ def simulate(
     import dataclasses
     import uuid
 
+    from plivo_stream_cli.adapters.simulator import SimulateConfig, parse_dtmf_schedule, run_calls
     from plivo_stream_cli.errors import UsageError
     from plivo_stream_cli.formats import MediaFormat
-    from plivo_stream_cli.simulator import SimulateConfig, parse_dtmf_schedule, run_calls
     from plivo_stream_cli.synth import default_caller_audio
 
     if max_clear_ms is not None and barge_in_at is None:
@@ -118,7 +118,7 @@ def finish(
     strict: bool,
 ) -> None:
     """Print the run's summary, then exit as the calls and the thresholds say (shared by replay)."""
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
     from plivo_stream_cli.errors import CheckFailed
     from plivo_stream_cli.metrics import check, render_text, run_summary, summarize
 
@@ -140,7 +140,7 @@ def finish(
 
 def _verbose_timelines(reports: list[CallReport]) -> None:
     """With -v: what happened in each call, in order (media frames left out), on stderr."""
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     if output.VERBOSITY.level < 1:
         return
@@ -152,7 +152,7 @@ def _verbose_timelines(reports: list[CallReport]) -> None:
 
 
 def _report_checks(checks: list[Check]) -> None:
-    from plivo_stream_cli import output
+    from plivo_stream_cli.console import output
 
     for item in checks:
         if item.passed:
@@ -160,14 +160,14 @@ def _report_checks(checks: list[Check]) -> None:
 
 
 def _caller_audio(path: Path, fmt: Any) -> bytes:
-    from plivo_stream_cli.audiofile import load_audio
+    from plivo_stream_cli.adapters.audiofile import load_audio
 
     return load_audio(path, fmt)
 
 
 def _write_replies(path: Path, reports: list[CallReport]) -> None:
-    from plivo_stream_cli import output
-    from plivo_stream_cli.simulator import save_reply
+    from plivo_stream_cli.adapters.simulator import save_reply
+    from plivo_stream_cli.console import output
 
     for number, report in enumerate(reports, start=1):
         target = path if len(reports) == 1 else path.with_stem(f"{path.stem}-{number}")

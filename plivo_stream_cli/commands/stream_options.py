@@ -144,7 +144,8 @@ def stream_options_from_flags(
 
 def checked(opts: StreamOptions) -> StreamOptions:
     """`opts` once `streamxml.validate` passed, its warnings printed on stderr."""
-    from plivo_stream_cli import output, streamxml
+    from plivo_stream_cli import streamxml
+    from plivo_stream_cli.console import output
 
     for warning in streamxml.validate(opts):
         output.warn(warning)

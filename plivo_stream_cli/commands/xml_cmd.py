@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from plivo_stream_cli import output
 from plivo_stream_cli.commands.common import add
 from plivo_stream_cli.commands.stream_options import (
     AUDIO_TRACK,
@@ -23,6 +22,7 @@ from plivo_stream_cli.commands.stream_options import (
     checked,
     stream_options_from_flags,
 )
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import UsageError
 
 

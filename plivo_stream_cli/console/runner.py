@@ -16,15 +16,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from plivo_stream_cli import output
+from plivo_stream_cli.adapters.server import StreamServer
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import ExitCode, UsageError
 from plivo_stream_cli.feed import Record, describe, json_line
-from plivo_stream_cli.server import StreamServer
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.control import ControlServer
-    from plivo_stream_cli.view import StreamView
-    from plivo_stream_cli.workers import WorkerPool
+    from plivo_stream_cli.adapters.control import ControlServer
+    from plivo_stream_cli.adapters.workers import WorkerPool
+    from plivo_stream_cli.console.view import StreamView
 
 REFRESH_PER_SECOND = 4
 JSON_FLUSH_SECONDS = 0.05
@@ -195,7 +195,7 @@ async def run_serve(
 
 
 async def _start_workers(server: StreamServer, count: int, ui: ServeUi) -> WorkerPool:
-    from plivo_stream_cli.workers import WorkerPool
+    from plivo_stream_cli.adapters.workers import WorkerPool
 
     pool = WorkerPool(server, count)
     await pool.start()
@@ -206,7 +206,7 @@ async def _start_workers(server: StreamServer, count: int, ui: ServeUi) -> Worke
 
 
 async def _open_control(server: StreamServer, port: int, ui: ServeUi) -> ControlServer:
-    from plivo_stream_cli.control import ControlServer
+    from plivo_stream_cli.adapters.control import ControlServer
 
     control = ControlServer(server, port=port)
     await control.start()
@@ -233,7 +233,7 @@ def _subscribe_outputs(server: StreamServer, ui: ServeUi) -> StreamView | None:
     if ui.json_feed:
         server.subscribe(json_printer, media=True)
     if ui.live:
-        from plivo_stream_cli.view import StreamView
+        from plivo_stream_cli.console.view import StreamView
 
         view = StreamView(f"pstream serve  {server.local_url}")
         server.subscribe(view.add, media=False)

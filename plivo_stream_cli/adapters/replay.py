@@ -23,10 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from plivo_stream_cli import codec
+from plivo_stream_cli.adapters.recorder import CaptureError, read_capture
+from plivo_stream_cli.adapters.simulator import (
+    SPEECH_DBFS,
+    CallReport,
+    PlivoCall,
+    converse,
+    open_stream,
+)
 from plivo_stream_cli.events import ProtocolError, Start, parse_object
 from plivo_stream_cli.formats import MediaFormat
-from plivo_stream_cli.recorder import CaptureError, read_capture
-from plivo_stream_cli.simulator import SPEECH_DBFS, CallReport, PlivoCall, converse, open_stream
 
 GENERATED = frozenset({"playedStream", "played", "clearedAudio"})  # the replayer's own answers
 

@@ -43,10 +43,11 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
-from plivo_stream_cli import codec, statefile
+from plivo_stream_cli import codec
+from plivo_stream_cli.adapters import statefile
+from plivo_stream_cli.adapters.server import quiet_logger, remote_of
 from plivo_stream_cli.errors import ConfigError, NetworkError, UsageError
 from plivo_stream_cli.feed import Record, note_record
-from plivo_stream_cli.server import quiet_logger, remote_of
 from plivo_stream_cli.session import SessionState
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import Server, ServerConnection
     from websockets.http11 import Request, Response
 
-    from plivo_stream_cli.server import LiveStream, StreamServer
+    from plivo_stream_cli.adapters.server import LiveStream, StreamServer
 
 T = TypeVar("T")
 CONTROL_HOST = "127.0.0.1"

@@ -39,6 +39,13 @@ except ImportError:  # pragma: no cover - websockets built without its C extensi
     from websockets.utils import apply_mask
 
 from plivo_stream_cli import codec
+from plivo_stream_cli.adapters.webhooks import (
+    HttpRequest,
+    HttpResponse,
+    from_websockets_request,
+    make_connection_class,
+    to_websockets_response,
+)
 from plivo_stream_cli.events import Event, Media, PlayAudio, ProtocolError, Start
 from plivo_stream_cli.feed import Record, event_record, note_record
 from plivo_stream_cli.formats import MediaFormat
@@ -52,13 +59,6 @@ from plivo_stream_cli.signature import (
     validate_v3,
 )
 from plivo_stream_cli.streamxml import StreamOptions, build_xml
-from plivo_stream_cli.webhooks import (
-    HttpRequest,
-    HttpResponse,
-    from_websockets_request,
-    make_connection_class,
-    to_websockets_response,
-)
 from plivo_stream_cli.wireframes import scan_text_frames
 
 POLICY_VIOLATION = 1008
@@ -250,7 +250,7 @@ class LiveStream:
         Creating files can take milliseconds, and every other stream's frames would wait for
         them; this stream's next message is read only once the recorder exists.
         """
-        from plivo_stream_cli.recorder import CallRecorder
+        from plivo_stream_cli.adapters.recorder import CallRecorder
 
         try:
             recorder = await asyncio.to_thread(

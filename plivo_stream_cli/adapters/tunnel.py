@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from plivo_stream_cli.errors import ConfigError, NetworkError
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.server import StreamServer
+    from plivo_stream_cli.adapters.server import StreamServer
 
 # ngrok error codes: https://ngrok.com/docs/errors/
 _BAD_TOKEN_CODES = {"ERR_NGROK_105", "ERR_NGROK_106", "ERR_NGROK_107", "ERR_NGROK_4018"}

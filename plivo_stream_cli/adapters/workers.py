@@ -8,8 +8,8 @@ stream behaves exactly as it does with one process. The first process stays the 
 sees: its feed (`--json`, the live view, `pstream tail`), control channel, tunnel, Application
 rewiring and summary cover the workers' streams too.
 
-A worker is `python -m plivo_stream_cli.workers`, started by the first process (`WorkerPool`)
-and joined to it by its standard streams only:
+A worker is `python -m plivo_stream_cli.adapters.workers`, started by the first process
+(`WorkerPool`) and joined to it by its standard streams only:
 
 - first -> worker: one line, the base64 of the pickled `ServeConfig` and worker number (the
   pipe is private to the two processes, so the auth token never appears in argv or the
@@ -45,10 +45,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.console.runner import JsonPrinter
 from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.feed import Record, note_record
-from plivo_stream_cli.runner import JsonPrinter
-from plivo_stream_cli.server import ServeConfig, StreamServer
 
 SNAPSHOT_SECONDS = 0.5
 FLUSH_SECONDS = 0.05
@@ -112,7 +112,7 @@ class WorkerPool:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "plivo_stream_cli.workers",
+                "plivo_stream_cli.adapters.workers",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C is the first process's to handle
@@ -279,7 +279,7 @@ def _snapshot(server: StreamServer, live_ids: Callable[[], list[str]]) -> dict[s
 
 
 async def _work() -> None:
-    from plivo_stream_cli.control import MAX_MESSAGE_BYTES, ControlServer
+    from plivo_stream_cli.adapters.control import MAX_MESSAGE_BYTES, ControlServer
 
     loop = asyncio.get_running_loop()
     # A forwarded request is a control message (<= 64 MB: a play carries its audio) wrapped.
@@ -358,7 +358,7 @@ async def _work() -> None:
 
 
 def main() -> None:
-    """`python -m plivo_stream_cli.workers`: run as a worker of a serve (see the docstring)."""
+    """`python -m plivo_stream_cli.adapters.workers`: run as a worker of a serve (see above)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         asyncio.run(_work())

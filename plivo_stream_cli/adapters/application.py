@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from plivo_stream_cli import output, statefile
+from plivo_stream_cli.adapters import statefile
+from plivo_stream_cli.adapters.restapi import DEFAULT_API_URL, Credentials, PlivoClient
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import ApiFailedError, PstreamError, UsageError
-from plivo_stream_cli.restapi import DEFAULT_API_URL, Credentials, PlivoClient
 
 STATE_PREFIX = "app-"
 _APP_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -216,7 +217,7 @@ class AppRewire:
 
     def apply(self, public_url: str) -> None:
         """Save the original answer settings, then point the Application at `public_url`/answer."""
-        from plivo_stream_cli.tunnel import public_urls
+        from plivo_stream_cli.adapters.tunnel import public_urls
 
         target = public_urls(public_url, "/")["answer"]
         client = self.connect()

@@ -489,7 +489,7 @@ def _reason(exc: BaseException) -> str:
 
 def save_reply(path: Path, report: CallReport) -> None:
     """Write the audio the server sent (every playAudio payload, decoded) to a WAV file."""
-    from plivo_stream_cli.audiofile import write_wav
+    from plivo_stream_cli.adapters.audiofile import write_wav
 
     fmt = report.media_format
     try:

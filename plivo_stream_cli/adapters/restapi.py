@@ -23,7 +23,8 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from plivo_stream_cli import __version__, output
+from plivo_stream_cli import __version__
+from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import (
     ApiFailedError,
     ApiRefusedError,
