@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from plivo_stream_cli.adapters import feedwriter
 from plivo_stream_cli.adapters.recorder import CallRecorder
 from plivo_stream_cli.adapters.server import (
     CAPTURE_FLUSH_SECONDS,
@@ -32,7 +33,6 @@ from plivo_stream_cli.adapters.server import (
     ServeConfig,
     StreamServer,
 )
-from plivo_stream_cli.console import runner
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.formats import MULAW_8K
 
@@ -49,7 +49,7 @@ async def one_run(streams: int, frames: int, record: bool, feed: bool) -> float:
     with tempfile.TemporaryDirectory() as directory:
         server = StreamServer(ServeConfig(record_dir=Path(directory) if record else None))
         if feed:
-            server.subscribe(runner.JsonPrinter(), media=True)
+            server.subscribe(feedwriter.JsonPrinter(), media=True)
         lives = []
         for i in range(streams):
             live = LiveStream(server, None, f"conn-{i}")  # type: ignore[arg-type]

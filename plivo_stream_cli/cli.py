@@ -60,6 +60,7 @@ def root(
     """Develop, test and debug Plivo Audio Streaming apps from the terminal."""
     output.reset_consoles()
     output.VERBOSITY.level = -1 if quiet else int(verbose)
+    output.show_adapter_logs()
 
 
 def _register_commands() -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.adapters.simulator import CallReport
+    from plivo_stream_cli.callreport import CallReport
 
 SCHEMA_VERSION = 1
 GAP_MIN_MS = 10.0  # shorter underruns are network jitter a real jitter buffer absorbs

@@ -21,8 +21,8 @@ import pytest
 from plivo_standin import AUTH_ID, AUTH_TOKEN, PlivoStandIn, Reply
 from typer.testing import CliRunner
 
-from plivo_stream_cli.adapters import application
 from plivo_stream_cli.cli import app
+from plivo_stream_cli.console import application
 from tests.conftest import ROOT
 
 APP = "20372631212782780"

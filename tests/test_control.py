@@ -29,7 +29,8 @@ from plivo_stream_cli.adapters.control import (
     start_control,
 )
 from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
-from plivo_stream_cli.adapters.simulator import CallReport, SimulateConfig, run_call
+from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call
+from plivo_stream_cli.callreport import CallReport
 from plivo_stream_cli.errors import ConfigError, UsageError
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K

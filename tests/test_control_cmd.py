@@ -30,7 +30,8 @@ from plivo_stream_cli.adapters import statefile
 from plivo_stream_cli.adapters.audiofile import load_audio, load_pcm, write_wav
 from plivo_stream_cli.adapters.control import ControlServer, start_control
 from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
-from plivo_stream_cli.adapters.simulator import CallReport, SimulateConfig, run_call
+from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call
+from plivo_stream_cli.callreport import CallReport
 from plivo_stream_cli.cli import app
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from plivo_stream_cli import metrics
-from plivo_stream_cli.adapters.simulator import CallReport, TimedEvent
+from plivo_stream_cli.callreport import CallReport, TimedEvent
 from plivo_stream_cli.formats import MULAW_8K
 
 MS100 = 800  # bytes of mu-law in 100 ms

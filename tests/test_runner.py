@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from plivo_stream_cli.console.runner import JsonPrinter
+from plivo_stream_cli.adapters.feedwriter import JsonPrinter
 from tests.conftest import run
 
 

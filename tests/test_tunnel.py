@@ -21,6 +21,7 @@ from plivo_stream_cli.adapters.tunnel import (
     go_public,
     public_urls,
 )
+from plivo_stream_cli.console.runner import public_banner
 from plivo_stream_cli.errors import ConfigError, NetworkError
 from plivo_stream_cli.events import Start
 from plivo_stream_cli.formats import MULAW_8K
@@ -37,9 +38,11 @@ def test_signatures_validate_against_the_stand_in_tunnels_public_url() -> None:
         records: list[dict[str, Any]] = []
         async with StreamServer(ServeConfig(port=0, auth_token=TOKEN)) as server:
             server.subscribe(records.append, media=False)
-            banner = await go_public(server, tunnel)
+            urls = await go_public(server, tunnel)
             assert tunnel.opened_port == server.port
-            assert any("wss://fake-123.ngrok.app/stream" in line for line in banner)
+            assert urls["stream"] == "wss://fake-123.ngrok.app/stream"
+            assert "wss://fake-123.ngrok.app/stream</Stream>" in urls["xml"]
+            assert any("wss://fake-123.ngrok.app/stream" in line for line in public_banner(urls))
             # Plivo signs the public URL; the tunnel delivers the upgrade to localhost.
             public = sign_headers("wss://fake-123.ngrok.app/stream", TOKEN)
             async with connect(server.local_url, additional_headers=public) as ws:

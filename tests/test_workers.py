@@ -35,7 +35,8 @@ from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec, synth
 from plivo_stream_cli.adapters.audiofile import load_audio, write_wav
-from plivo_stream_cli.adapters.simulator import CallReport, PlivoCall, converse, open_stream
+from plivo_stream_cli.adapters.simulator import PlivoCall, converse, open_stream
+from plivo_stream_cli.callreport import CallReport
 from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import FRAME_MS, MULAW_8K

@@ -26,11 +26,11 @@ from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.recorder import CaptureError, read_capture
 from plivo_stream_cli.adapters.simulator import (
     SPEECH_DBFS,
-    CallReport,
     PlivoCall,
     converse,
     open_stream,
 )
+from plivo_stream_cli.callreport import CallReport
 from plivo_stream_cli.events import ProtocolError, Start, parse_object
 from plivo_stream_cli.formats import MediaFormat
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import os
 import time
@@ -24,7 +25,6 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from plivo_stream_cli import __version__
-from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import (
     ApiFailedError,
     ApiRefusedError,
@@ -33,6 +33,9 @@ from plivo_stream_cli.errors import (
     PstreamError,
     UsageError,
 )
+
+# Each request and retry, at DEBUG: `pstream -v` shows them (`output.show_adapter_logs`).
+log = logging.getLogger("pstream.rest")
 
 DEFAULT_API_URL = "https://api.plivo.com"
 AUTH_ID_ENV = "PLIVO_AUTH_ID"
@@ -266,7 +269,7 @@ class PlivoClient:
                     raise self._network_error(exc, attempts) from None
                 self._pause(attempt, None, type(exc).__name__)
                 continue
-            output.verbose(f"{method} {path} -> {response.status_code}")
+            log.debug(f"{method} {path} -> {response.status_code}")
             if response.is_success:
                 return ApiResponse(response.status_code, response.text)
             if last or not is_retryable_status(response.status_code):
@@ -278,7 +281,7 @@ class PlivoClient:
 
     def _pause(self, attempt: int, retry_after: str | None, reason: str) -> None:
         wait = self.retry.delay(attempt, retry_after)
-        output.verbose(f"retrying in {wait:.2f}s after {reason} (attempt {attempt})")
+        log.debug(f"retrying in {wait:.2f}s after {reason} (attempt {attempt})")
         time.sleep(wait)
 
     def _network_error(self, exc: httpx.TransportError, attempts: int) -> NetworkError:

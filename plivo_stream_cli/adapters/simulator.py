@@ -29,6 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from plivo_stream_cli import codec, synth
+from plivo_stream_cli.callreport import CallReport, TimedEvent
 from plivo_stream_cli.errors import ConfigError, NetworkError, UsageError
 from plivo_stream_cli.events import (
     Checkpoint,
@@ -49,7 +50,6 @@ from plivo_stream_cli.formats import FRAME_MS, MULAW_8K, MediaFormat
 from plivo_stream_cli.session import PlaybackQueue
 from plivo_stream_cli.signature import sign_headers
 
-POLICY_VIOLATION = 1008
 SPEECH_DBFS = -50.0  # a caller frame louder than this is speech
 
 
@@ -74,56 +74,6 @@ class SimulateConfig:
     account_id: str = "MAPSTREAMSIMULATOR00"
     tracks: tuple[str, ...] = ("inbound",)
     open_timeout: float = 10.0
-
-
-@dataclass
-class TimedEvent:
-    t: float  # seconds since the call started (monotonic)
-    kind: str
-    detail: str = ""
-    nbytes: int = 0
-
-
-@dataclass
-class CallReport:
-    """What happened during one simulated call; times are seconds since the stream opened."""
-
-    call_id: str
-    stream_id: str
-    media_format: MediaFormat
-    speed: float = 1.0
-    frames_sent: int = 0
-    bytes_sent: int = 0
-    dtmf_sent: list[str] = field(default_factory=list)
-    received_audio: bytearray = field(default_factory=bytearray)  # every playAudio payload
-    played_audio: bytearray = field(default_factory=bytearray)  # what the caller "heard"
-    play_messages: int = 0
-    checkpoints_received: list[str] = field(default_factory=list)
-    checkpoints_confirmed: list[str] = field(default_factory=list)
-    clears: int = 0
-    violations: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    close_code: int | None = None
-    close_reason: str = ""
-    closed_by_server: bool = False
-    # When the caller's last speech frame was sent (a frame is sent as its 20 ms of audio ends,
-    # as Plivo does), or the last frame of audio that holds no speech; barge-in audio excluded.
-    speech_end: float | None = None
-    barge_in_started: float | None = None  # when the first barge-in frame was sent
-    barge_in_ended: float | None = None  # when the last one was
-    timeline: list[TimedEvent] = field(default_factory=list)
-    duration: float = 0.0
-
-    @property
-    def received_seconds(self) -> float:
-        return self.media_format.seconds(len(self.received_audio))
-
-    @property
-    def rejected(self) -> bool:
-        return self.closed_by_server and self.close_code == POLICY_VIOLATION
-
-    def times(self, kind: str) -> list[float]:
-        return [e.t for e in self.timeline if e.kind == kind]
 
 
 class PlivoCall:

@@ -150,22 +150,11 @@ def public_urls(base: str, path: str) -> dict[str, str]:
     }
 
 
-async def go_public(server: StreamServer, tunnel: Tunnel) -> list[str]:
-    """Open `tunnel` to the server's port, check signatures against it, return banner lines."""
+async def go_public(server: StreamServer, tunnel: Tunnel) -> dict[str, str]:
+    """Open `tunnel` to the server's port and check signatures against it.
+
+    Returns the URLs to paste into Plivo (`public_urls`) and the Stream XML, under `xml`.
+    """
     base = await asyncio.to_thread(tunnel.open, server.port)
     server.config.public_url = base
-    urls = public_urls(base, server.config.path)
-    xml = server.answer_xml()
-    return [
-        f"public stream URL  [bold]{urls['stream']}[/bold]",
-        f"Answer URL         [bold]{urls['answer']}[/bold]  (GET or POST)",
-        f"status callbacks   {urls['status']}",
-        "Stream XML to paste:",
-        *("  " + line for line in _escape(xml).splitlines()),
-    ]
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+    return {**public_urls(base, server.config.path), "xml": server.answer_xml()}

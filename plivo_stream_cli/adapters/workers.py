@@ -45,8 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from plivo_stream_cli.adapters.feedwriter import JsonPrinter
 from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
-from plivo_stream_cli.console.runner import JsonPrinter
 from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.feed import Record, note_record
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from plivo_stream_cli.adapters.server import StreamServer
-    from plivo_stream_cli.adapters.simulator import CallReport
+    from plivo_stream_cli.callreport import CallReport
 
 DEMO_EPILOG = "Example: pstream demo --dir demo-call/   (then: aplay demo-call/*.call.wav)"
 DEMO_TOKEN = "pstream-demo-token"  # a throwaway token: both ends of the demo are local

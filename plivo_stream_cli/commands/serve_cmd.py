@@ -17,8 +17,8 @@ from plivo_stream_cli.commands.stream_options import (
 )
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.adapters.application import AppRewire
     from plivo_stream_cli.adapters.tunnel import Tunnel
+    from plivo_stream_cli.console.application import AppRewire
 
 TUNNEL = "Public URL (ngrok)"
 ANSWER = "Answer URL (/answer)"
@@ -203,8 +203,9 @@ def serve(
         ui.banner.insert(0, f"listening on [bold]{srv.local_url}[/bold]  (GET /healthz)")
         if tunnel is not None:
             from plivo_stream_cli.adapters.tunnel import go_public
+            from plivo_stream_cli.console.runner import public_banner
 
-            ui.banner[1:1] = await go_public(srv, tunnel)
+            ui.banner[1:1] = public_banner(await go_public(srv, tunnel))
         if rewire is not None and srv.config.public_url:
             await asyncio.to_thread(rewire.apply, srv.config.public_url)
 
@@ -265,7 +266,7 @@ def _application(
 ) -> AppRewire | None:
     import sys
 
-    from plivo_stream_cli.adapters import application
+    from plivo_stream_cli.console import application
     from plivo_stream_cli.errors import UsageError
 
     if app_id is not None:

@@ -12,7 +12,7 @@ from plivo_stream_cli.commands.common import add, auth_token_option, resolve_tok
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.adapters.simulator import CallReport
+    from plivo_stream_cli.callreport import CallReport
     from plivo_stream_cli.metrics import Check
 
 SIMULATE_EPILOG = (

@@ -95,6 +95,28 @@ def error(message: str) -> None:
     console(stderr=True).print(f"[red]error:[/red] {_escape(message)}")
 
 
+def show_adapter_logs() -> None:
+    """Route the adapters' `pstream.*` log records to stderr: DEBUG as `verbose`, WARNING up as
+    `warn`. Adapters log instead of printing, so they need no terminal (and no rich)."""
+    import logging
+
+    class _ToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                warn(message)
+            elif record.levelno >= logging.INFO:
+                status(_escape(message))
+            else:
+                verbose(message)
+
+    logger = logging.getLogger("pstream")
+    if not logger.handlers:
+        logger.addHandler(_ToStderr())
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
