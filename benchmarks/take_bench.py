@@ -1,8 +1,8 @@
-"""pstream's own per-frame work, in process: `StreamServer._take` on 20 ms mu-law media frames.
+"""pstream's own per-frame work, in process: `LiveStream.take` on 20 ms mu-law media frames.
 
 Not a test. No sockets: S started streams (a `LiveStream` each, no WebSocket behind it) take F
 media frames each, interleaved across streams as a loaded server sees them, through
-`_take_now`, the path a text frame takes from the connection once a stream has started. Four
+`LiveStream.take`, the path a text message takes once a stream has started. Four
 cases: bare (parse, apply, decode), with `--record` (capture line, WAV buffer and their
 batched writes, in a temporary directory), with `--json` (feed record and line, to
 /dev/null), and both. CPU time (`time.process_time`) per frame; the cases take turns and each
@@ -54,7 +54,7 @@ async def one_run(streams: int, frames: int, record: bool, feed: bool) -> float:
         for i in range(streams):
             live = LiveStream(server, None, f"conn-{i}")  # type: ignore[arg-type]
             start = Start(f"call-{i}", f"s-{i}", "MA", ("inbound",), MULAW_8K, sequence_number=1)
-            server._take(live, start.to_json())
+            live.take(start.to_json())
             if record:  # what _begin opens in a worker thread
                 live.recorder = CallRecorder(
                     directory, start.call_id, start.stream_id, MULAW_8K,
@@ -71,11 +71,10 @@ async def one_run(streams: int, frames: int, record: bool, feed: bool) -> float:
             ]
             for i in range(streams)
         ]
-        take = server._take_now
         began = time.process_time()
         for k in range(frames):
             for i in range(streams):
-                take(lives[i], texts[i][k])
+                lives[i].take(texts[i][k])
         elapsed = time.process_time() - began
         for live in lives:
             if live.recorder is not None:

@@ -1,24 +1,33 @@
 """Plain HTTP on the stream server's own port: `/healthz`, the Answer URL and status callbacks.
 
 Plivo needs the Answer URL and the stream on one public host (one tunnel), so HTTP shares the
-WebSocket port. websockets only parses GET requests without a body, so `WebhookConnection` looks at
-the first request of each connection: GET goes to websockets as usual (plain GETs reach the router
-through `process_request`), anything else (Plivo POSTs form-encoded webhooks) is read and answered
-here.
+WebSocket port; `Routes` answers the requests. websockets only parses GET requests without a
+body, so `WebhookConnection` (a `ServerConnection` subclass, through `serve`'s documented
+`create_connection`) looks at the first request of each connection: GET goes to websockets as
+usual (plain GETs reach the routes through `process_request`), anything else (Plivo POSTs
+form-encoded webhooks) is read and answered here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+
+from plivo_stream_cli.feed import Record, note_record
+
+if TYPE_CHECKING:
+    from plivo_stream_cli.adapters.gate import SignatureGate
+    from plivo_stream_cli.adapters.server import ServeConfig
 
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 256 * 1024
@@ -59,7 +68,7 @@ class HttpResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Router = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
+Route = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
 
 
 def to_websockets_response(response: HttpResponse) -> Response:
@@ -95,7 +104,7 @@ def serialize(response: HttpResponse) -> bytes:
 
 
 def make_connection_class(
-    router: Router, base: type[ServerConnection] = ServerConnection
+    router: Route, base: type[ServerConnection] = ServerConnection
 ) -> type[ServerConnection]:
     """A websockets `ServerConnection` (`base`) that answers non-GET requests with `router`."""
 
@@ -104,6 +113,12 @@ def make_connection_class(
         _buffer = b""
         _head: tuple[str, str, dict[str, str]] | None = None
         _webhook_task: asyncio.Task[None] | None = None
+        _transport: asyncio.Transport | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self._transport = transport  # asyncio hands it over; kept to answer webhooks
+            super().connection_made(transport)
 
         def data_received(self, data: bytes) -> None:
             if not self._sniffing:
@@ -143,11 +158,12 @@ def make_connection_class(
             body, self._buffer = self._buffer[:length], b""
             self._sniffing = False
             self._head = None
-            peer = self.transport.get_extra_info("peername")
+            assert self._transport is not None
+            peer = self._transport.get_extra_info("peername")
             remote = f"{peer[0]}:{peer[1]}" if peer else ""
             request = HttpRequest(method, target, headers, body, remote)
             # held here so the task is not garbage-collected mid-flight (works on every websockets)
-            self._webhook_task = self.loop.create_task(self._answer(request))
+            self._webhook_task = asyncio.get_running_loop().create_task(self._answer(request))
 
         async def _answer(self, request: HttpRequest) -> None:
             try:
@@ -158,9 +174,11 @@ def make_connection_class(
 
         def _reply(self, response: HttpResponse) -> None:
             self._sniffing = False
+            if self._transport is None:
+                return
             with contextlib.suppress(Exception):
-                self.transport.write(serialize(response))
-                self.transport.close()
+                self._transport.write(serialize(response))
+                self._transport.close()
 
     return WebhookConnection
 
@@ -176,3 +194,106 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
         if sep:
             headers[key.strip().lower()] = value.strip()
     return method, target, headers
+
+
+class Routes:
+    """serve's plain HTTP routes: `/healthz`, the Answer URL, status callbacks, and extras.
+
+    Webhooks pass the signature gate first (form fields of a POST are signed too); a refusal
+    is a 403, published and counted like a refused stream.
+    """
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        gate: SignatureGate,
+        publish: Callable[[Record], None],
+        refused: Callable[[], None],
+        local_base: Callable[[], str],
+    ) -> None:
+        self.config = config
+        self.gate = gate
+        self.publish = publish
+        self._refused = refused
+        self._local_base = local_base  # host:port serve listens on, for a request without Host
+
+    async def route(self, request: HttpRequest) -> HttpResponse | None:
+        if request.path == "/healthz":
+            return HttpResponse(200, "ok\n")
+        builtin: dict[str, Route] = {"/answer": self._answer, "/status": self._status}
+        route = self.config.extra_routes.get(request.path) or builtin.get(request.path)
+        if route is None:
+            return HttpResponse(HTTPStatus.NOT_FOUND, "not found\n")
+        if request.method not in ("GET", "POST"):
+            return HttpResponse(HTTPStatus.METHOD_NOT_ALLOWED, "use GET or POST\n")
+        return await route(request)
+
+    def public_base(self, host: str) -> str:
+        """https://public-host when known, else http://<Host header> (local testing)."""
+        if self.config.public_url:
+            public = urlsplit(self.config.public_url)
+            scheme = {"wss": "https", "ws": "http"}.get(public.scheme, public.scheme)
+            return f"{scheme}://{public.netloc}"
+        return f"http://{host or self._local_base()}"
+
+    def answer_xml(self, host: str = "") -> str:
+        """The Stream XML that points Plivo at this server's own stream path."""
+        from plivo_stream_cli.streamxml import StreamOptions, build_xml
+
+        base = self.public_base(host)
+        ws_base = "wss" + base[5:] if base.startswith("https") else "ws" + base[4:]
+        template = self.config.answer or StreamOptions(url="")
+        options = replace(
+            template,
+            url=ws_base + self.config.path,
+            status_callback_url=template.status_callback_url or f"{base}/status",
+        )
+        return build_xml(options, speak=self.config.speak)
+
+    async def _webhook_refused(self, request: HttpRequest) -> HttpResponse | None:
+        params = {k: v for k, v in request.form.items()} if request.method == "POST" else None
+        ok, why = await self.gate.check(request.method, request.target, request.headers, params)
+        if ok:
+            return None
+        self._refused()
+        self.publish(
+            note_record(
+                "rejected",
+                t=time.time(),
+                remote=request.remote,
+                reason=f"{request.path}: {why}",
+                action="HTTP 403",
+            )
+        )
+        return HttpResponse(HTTPStatus.FORBIDDEN, "invalid signature\n")
+
+    async def _answer(self, request: HttpRequest) -> HttpResponse:
+        refused = await self._webhook_refused(request)
+        if refused is not None:
+            return refused
+        fields = _first_values(request.form or request.query)
+        self.publish(
+            note_record(
+                "answer",
+                t=time.time(),
+                remote=request.remote,
+                call=fields.get("CallUUID"),
+                caller=fields.get("From"),
+                to=fields.get("To"),
+            )
+        )
+        xml = self.answer_xml(request.headers.get("host", ""))
+        return HttpResponse(200, xml, content_type="application/xml; charset=utf-8")
+
+    async def _status(self, request: HttpRequest) -> HttpResponse:
+        refused = await self._webhook_refused(request)
+        if refused is not None:
+            return refused
+        fields = _first_values(request.form or request.query)
+        stream = fields.get("StreamID") or fields.get("StreamId") or ""
+        self.publish(note_record("status", t=time.time(), stream=stream, fields=fields))
+        return HttpResponse(200, "ok\n")
+
+
+def _first_values(fields: dict[str, list[str]]) -> dict[str, str]:
+    return {key: values[0] if values else "" for key, values in fields.items()}
