@@ -23,6 +23,8 @@ PURE_MODULES = [
     "capturefeed",
     "streams_table",
     "wireframes",
+    "timeline",
+    "reportpage",
 ]
 FORBIDDEN = [
     "websockets",

@@ -1,4 +1,4 @@
-"""`timeline`: a capture becomes marks, level envelopes, utterances and metric spans at known times."""
+"""`timeline`: a capture becomes marks, levels, utterances and metric spans at known times."""
 
 from __future__ import annotations
 
