@@ -217,7 +217,7 @@ def timeline_svg(tl: CallTimeline) -> str:
     dur = max(tl.duration, 0.1)
     pps = max(MIN_PPS, FIT_WIDTH / dur)
     width = math.ceil(LEFT + dur * pps + RIGHT)
-    d = _Draw(pps)
+    d = _Draw(pps, dur * pps)
     y = 22
     d.axis(dur, y)
     caller_top, lane = y + 12, 84
@@ -254,8 +254,9 @@ def timeline_svg(tl: CallTimeline) -> str:
 class _Draw:
     """SVG elements positioned in time (x from seconds, with the zoom script's data-t)."""
 
-    def __init__(self, pps: float) -> None:
+    def __init__(self, pps: float, width: float) -> None:
         self.pps = pps
+        self.width = width  # px of time axis
         self.parts: list[str] = []
         self._rows: dict[float, list[float]] = {}  # label row -> right edge of its last label
 
@@ -355,9 +356,12 @@ class _Draw:
             if mark.kind == "dtmf":
                 label = f"DTMF {_cut(mark.label, 4)}"
             row = self._row(y, mark.t, len(label))
+            # A label near the end of the call goes to the left of its mark, inside the page.
+            end = mark.t * self.pps + len(label) * 6.2 > self.width
+            place = 'x="-2" text-anchor="end"' if end else 'x="2"'
             self.parts.append(
                 f'<g data-t="{mark.t:.3f}" transform="translate({self.x(mark.t)},0)">'
-                f'<text x="2" y="{row}" class="small" style="fill:{color}">{_esc(label)}'
+                f'<text {place} y="{row}" class="small" style="fill:{color}">{_esc(label)}'
                 f"<title>{_esc(title)}</title></text></g>"
             )
 
