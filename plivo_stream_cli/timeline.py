@@ -10,7 +10,8 @@ clock: the server's side of the call, so the network to Plivo is not in the figu
 - The bot's track: each `playAudio` sent, placed the way Plivo plays its queue (from the later
   of its arrival and the end of the audio queued before it); a `clearAudio` drops what had not
   played yet.
-- A segment that begins while the bot's audio is playing is a *barge-in*.
+- A segment that begins while the bot's audio is playing (or within `OVERLAP` of it: a reply
+  that stalled) and during which it goes on playing is a *barge-in*.
 - Metrics come from `metrics` (the functions `simulate` uses), applied per *turn*: a turn runs
   from a segment's start to the next one's (the first turn, before the caller speaks, holds the
   bot's greeting). Time to first audio counts from the segment's end; a barge-in turn measures
@@ -45,6 +46,7 @@ from plivo_stream_cli.formats import FRAME_MS, MULAW_8K, MediaFormat
 
 SPEECH_DBFS = -50.0  # a caller frame louder than this is speech (as simulator.SPEECH_DBFS)
 PAUSE = 0.5  # seconds of quiet that end an utterance
+OVERLAP = 0.25  # an utterance this soon after the bot's audio, while it goes on, is a barge-in
 MAX_BUCKETS = 3000  # envelope points per track: 20 ms each up to a minute, coarser beyond
 FLOOR_DBFS = -70.0  # level drawn for silence
 
@@ -246,7 +248,7 @@ def build(lines: Iterable[tuple[float, str, Any]]) -> CallTimeline:
     step = max(FRAME_MS / 1000, duration / MAX_BUCKETS)
     segments = _segments(b.caller)
     playing = [t for t, _ in b.bot]
-    barge_ins = tuple(s for s in segments if _is_playing(playing, s[0]))
+    barge_ins = tuple(s for s in segments if _talks_over(playing, s))
     spans = _spans(b, segments, set(barge_ins))
     return CallTimeline(
         call_id=b.call_id,
@@ -265,10 +267,14 @@ def build(lines: Iterable[tuple[float, str, Any]]) -> CallTimeline:
     )
 
 
-def _is_playing(starts: list[float], t: float) -> bool:
-    """Whether the bot's audio (frames starting at `starts`, sorted) is playing at `t`."""
-    i = bisect_right(starts, t)
-    return i > 0 and starts[i - 1] + FRAME_MS / 1000 > t
+def _talks_over(starts: list[float], segment: tuple[float, float]) -> bool:
+    """Whether an utterance talks over the bot (frames starting at `starts`, sorted): the bot was
+    playing when it began, or up to `OVERLAP` before (a reply that stalled), and goes on in it."""
+    begin, end = segment
+    i = bisect_right(starts, begin)
+    was_playing = i > 0 and starts[i - 1] + FRAME_MS / 1000 > begin - OVERLAP
+    goes_on = i < len(starts) and starts[i] < end
+    return was_playing and goes_on
 
 
 def _segments(frames: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:

@@ -332,8 +332,9 @@ def test_a_recorded_call_measures_what_simulate_measured(tmp_path: Path) -> None
     assert first is not None and cleared is not None
     assert len(tl.barge_ins) == 1
     (recorded_first, *_) = tl.values("first_audio_ms")
-    assert recorded_first == pytest.approx(first, abs=25)
-    assert tl.values("clear_ms") == [pytest.approx(cleared, abs=25)]
+    # The bot's and the caller's clocks are one loop's: they differ by its scheduling delays.
+    assert recorded_first == pytest.approx(first, abs=40)
+    assert tl.values("clear_ms") == [pytest.approx(cleared, abs=40)]
     assert [m.kind for m in tl.marks].count("cleared") == 1
 
 

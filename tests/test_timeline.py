@@ -176,3 +176,18 @@ def test_a_turn_is_what_the_metrics_read() -> None:
     assert metrics.checkpoint_spans(turn) == [(0.7, 0.9, "a")]
     assert metrics.checkpoint_ms(turn) == [200.0]
     assert metrics.first_audio_ms(turn) == 100.0
+
+
+def test_talking_into_a_stalled_reply_is_a_barge_in_talking_after_it_is_not() -> None:
+    def call(speech_from: float) -> timeline.CallTimeline:
+        lines: list[tuple[float, str, Any]] = [(T0, "in", start())]
+        for i in range(1, 201):
+            t = round(i * FRAME, 3)
+            speaking = speech_from < t <= speech_from + 0.4
+            lines.append((T0 + t, "in", media(LOUD if speaking else QUIET)))
+        lines += [(T0 + 0.5, "out", play(0.5)), (T0 + 1.1, "out", play(2.0))]  # dry 1.0-1.1
+        return timeline.build(sorted(lines, key=lambda line: line[0]))
+
+    assert len(call(1.04).barge_ins) == 1  # began in the stall, the reply went on over it
+    assert call(0.0).barge_ins == ()  # before the bot spoke at all
+    assert len(call(0.7).barge_ins) == 1  # while it played
