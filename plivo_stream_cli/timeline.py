@@ -20,7 +20,7 @@ clock: the server's side of the call, so the network to Plivo is not in the figu
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -244,6 +244,10 @@ def build(lines: Iterable[tuple[float, str, Any]]) -> CallTimeline:
         raise NotACapture("the capture is empty")
     if not seen_start:
         raise NotACapture("no start event: not the capture of a call")
+    # Lines are written in time order; a clock stepped back must not break what follows.
+    b.events.sort(key=lambda e: e.t)
+    b.caller.sort()
+    b.bot.sort()
     duration = max(b.last, b.queue_end)
     step = max(FRAME_MS / 1000, duration / MAX_BUCKETS)
     segments = _segments(b.caller)
@@ -297,8 +301,9 @@ def _spans(
     spans: list[Span] = []
     bounds = [0.0] + [s[0] for s in segments] + [float("inf")]
     turns: list[tuple[float, float] | None] = [None, *segments]
+    events_at = [e.t for e in b.events]
     for (begin, until), segment in zip(pairwise(bounds), turns, strict=True):
-        events = tuple(e for e in b.events if begin <= e.t < until)
+        events = tuple(b.events[bisect_left(events_at, begin) : bisect_left(events_at, until)])
         barge = segment if segment in barge_ins else None
         turn = Turn(
             b.fmt,
