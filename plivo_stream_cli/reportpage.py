@@ -29,6 +29,7 @@ RIGHT = 170  # px: room for the last labels
 FIT_WIDTH = 1100  # px of time axis a short call is fitted into
 MIN_PPS = 60.0  # px per second at least: longer calls scroll
 MAX_LABEL = 40  # characters of a name shown in a label
+MAX_WIDTH = 120_000  # px of time axis at most: 33 minutes at MIN_PPS, coarser beyond
 
 METRIC_TITLES = {
     "first_audio_ms": "time to first audio",
@@ -120,8 +121,8 @@ def run_page(
     calls link to their timeline, embedded below.
     """
     timelines = timelines or {}
-    calls = [c for c in summary.get("calls", []) if isinstance(c, dict)]
-    checks = [c for c in summary.get("checks", []) if isinstance(c, dict)]
+    calls = [c for c in _list(summary, "calls") if isinstance(c, dict)]
+    checks = [c for c in _list(summary, "checks") if isinstance(c, dict)]
     failed = failed_calls(summary)
     passed = bool(summary.get("passed")) and not failed
     parts = [
@@ -150,12 +151,12 @@ def run_page(
 def failed_calls(summary: Mapping[str, Any]) -> dict[int, list[str]]:
     """Calls that failed a threshold of the run: index -> why (one line per check failed)."""
     out: dict[int, list[str]] = {}
-    calls = summary.get("calls", [])
-    for check in summary.get("checks", []):
+    calls = _list(summary, "calls")
+    for check in _list(summary, "checks"):
         if not isinstance(check, dict) or not isinstance(check.get("metric"), str):
             continue
         metric, limit = check["metric"], _number(check.get("max"))
-        for index, call in enumerate(calls if isinstance(calls, list) else []):
+        for index, call in enumerate(calls):
             values = list(_values([call], metric)) if isinstance(call, dict) else []
             if not values:
                 out.setdefault(index, []).append(f"{metric}: not measured")
@@ -215,7 +216,7 @@ def _call_metrics_table(tl: CallTimeline) -> str:
 def timeline_svg(tl: CallTimeline) -> str:
     """The call's timeline: axis, both tracks, utterances, events, metric spans."""
     dur = max(tl.duration, 0.1)
-    pps = max(MIN_PPS, FIT_WIDTH / dur)
+    pps = min(max(MIN_PPS, FIT_WIDTH / dur), MAX_WIDTH / dur)
     width = math.ceil(LEFT + dur * pps + RIGHT)
     d = _Draw(pps, dur * pps)
     y = 22
@@ -264,9 +265,8 @@ class _Draw:
         return round(LEFT + t * self.pps, 1)
 
     def axis(self, dur: float, y: float) -> None:
-        step = next(
-            (s for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60) if s * self.pps >= 64), 120
-        )
+        steps = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600)
+        step = next((s for s in steps if s * self.pps >= 64), 7200)
         self.parts.append(
             f'<line x1="{LEFT}" y1="{y}" x2="{self.x(dur)}" y2="{y}" stroke="#999" data-t="0" '
             f'data-t2="{dur:.3f}"/>'
@@ -573,6 +573,11 @@ def _values(calls: Iterable[Mapping[str, Any]], metric: str) -> Iterable[float]:
             number = _number(v)
             if number is not None:
                 yield number
+
+
+def _list(document: Mapping[str, Any], key: str) -> list[Any]:
+    value = document.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _number(value: Any) -> float | None:

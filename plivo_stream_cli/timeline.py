@@ -20,6 +20,7 @@ clock: the server's side of the call, so the network to Plivo is not in the figu
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ PAUSE = 0.5  # seconds of quiet that end an utterance
 OVERLAP = 0.25  # an utterance this soon after the bot's audio, while it goes on, is a barge-in
 MAX_BUCKETS = 3000  # envelope points per track: 20 ms each up to a minute, coarser beyond
 FLOOR_DBFS = -70.0  # level drawn for silence
+MAX_SECONDS = 86400.0 * 2  # a line later than this after the first is not believed (no stream
+# lasts longer than Plivo's streamTimeout, 24 h by default)
 
 
 class NotACapture(ValueError):
@@ -148,9 +151,12 @@ class _Builder:
     errors: int = 0
 
     def add(self, t: float, direction: str, msg: Any) -> None:
+        if not math.isfinite(t) or (self.t0 is not None and t - self.t0 > MAX_SECONDS):
+            self.errors += 1  # a time no clock gives: the line is left out
+            return
         if self.t0 is None:
             self.t0 = t
-        t -= self.t0
+        t = max(0.0, t - self.t0)  # a clock stepped back is drawn at the start
         self.last = max(self.last, t)
         side = "caller" if direction == "in" else "bot"
         if not isinstance(msg, dict):

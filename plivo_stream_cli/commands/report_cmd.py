@@ -92,13 +92,16 @@ def write_run_report(
             output.warn(f"call {index + 1}: {exc.message}")
     note = ""
     if failed and len(timelines) < len(failed):
-        where = f"in {folder}" if folder else "(none looked for)"
+        where = f"No capture in {folder} for" if folder else "No capture looked for:"
         note = (
-            f"No capture {where} for {len(failed) - len(timelines)} of these calls: record the "
-            "server with pstream serve --record DIR and pass --captures DIR."
+            f"{where} {len(failed) - len(timelines)} of these calls. Record the server with "
+            "pstream serve --record DIR, then pstream report RESULT.json --captures DIR."
         )
     page = reportpage.run_page(
-        summary, source=str(source or ""), timelines=timelines, missing_note=note
+        summary,
+        source=str(source) if source else "pstream simulate",
+        timelines=timelines,
+        missing_note=note,
     )
     return _write(target, page)
 
