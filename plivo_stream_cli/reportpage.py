@@ -8,7 +8,8 @@ names, digits, error messages) is hostile input: it goes through `_esc` and is c
 The call view draws the caller's and the bot's levels on one time axis, the caller's utterances
 (barge-ins marked), every event, and the metrics as spans labelled with their values. Wide
 calls scroll; the +/- buttons zoom the time axis (the script moves x coordinates only, so text
-keeps its size). The run view draws each metric as a strip plot with its percentiles and
+keeps its size; `page.html#zoom=3` opens zoomed in). The run view draws each metric as a strip
+plot with its percentiles and
 thresholds, lists the calls that failed a threshold, and embeds their timelines when given.
 """
 
@@ -98,6 +99,8 @@ document.querySelectorAll('svg.timeline').forEach(function(svg){
   tools.querySelector('.zout').onclick=function(){k/=1.5;draw();};
   tools.querySelector('.zfit').onclick=function(){
     k=(svg.parentNode.clientWidth-left-right)/(dur*pps||1);draw();};
+  var asked=/zoom=([0-9.]+)/.exec(location.hash);  // page.html#zoom=3 opens zoomed in
+  if(asked&&parseFloat(asked[1])>0){k=parseFloat(asked[1]);draw();}
 });
 """
 

@@ -456,3 +456,27 @@ def test_chromium_shows_the_callers_track_above_the_bots(tmp_path: Path) -> None
     assert tracks_bot and max(caller) < min(tracks_bot) + 200
     assert sum(caller) / len(caller) < sum(tracks_bot) / len(tracks_bot)  # caller above bot
     assert re.search(rb"IEND", shot.read_bytes())
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_the_zoom_script_moves_marks_in_chromium(tmp_path: Path) -> None:
+    capture = write_capture(tmp_path / "call.jsonl", known_call())
+    assert report(str(capture)).exit_code == 0
+    url = (tmp_path / "call.html").as_uri() + "#zoom=2"
+    dom = subprocess.run(
+        [
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    ).stdout  # fmt: skip
+    checker = Checker()  # the DOM after the script ran, as Chromium serializes it
+    checker.feed(dom)
+    (svg,) = [a for t, a in checker.tags if t == "svg" and a.get("class") == "timeline"]
+    pps, left = float(svg["data-pps"] or 0), float(svg["data-left"] or 0)
+    (dtmf,) = marks(checker, "mark-dtmf")
+    assert float(dtmf["x1"] or 0) == pytest.approx(left + 5.0 * pps * 2, abs=0.5)
