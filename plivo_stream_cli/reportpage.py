@@ -497,9 +497,10 @@ def strip_svg(
     step = _nice_step(top * 1.05 / 8)
     tick = 0.0
     while tick <= top * 1.05:
+        label = f"{tick:g}" if x(tick) < width - right - 16 else ""  # "ms" goes there
         parts.append(
             f'<line x1="{x(tick)}" y1="60" x2="{x(tick)}" y2="64" stroke="#999"/>'
-            f'<text x="{x(tick)}" y="78" class="small" text-anchor="middle">{tick:g}</text>'
+            f'<text x="{x(tick)}" y="78" class="small" text-anchor="middle">{label}</text>'
         )
         tick += step
     parts.append(f'<text x="{width - right + 4}" y="78" class="small">ms</text>')
@@ -509,12 +510,13 @@ def strip_svg(
             f'<circle cx="{x(v)}" cy="{jitter}" r="3" fill="{color}" fill-opacity="0.6">'
             f"<title>{v:g} ms</title></circle>"
         )
-    for p in PERCENTILES:
+    for level, p in enumerate(PERCENTILES):
         cut = _number(row.get(f"p{p}"))
-        if cut is not None:
+        if cut is not None:  # labels on three heights: close percentiles stay readable
             parts.append(
-                f'<line x1="{x(cut)}" y1="8" x2="{x(cut)}" y2="58" stroke="#333" '
-                f'stroke-dasharray="2 2"/><text x="{x(cut) + 2}" y="8" class="small">p{p}</text>'
+                f'<line x1="{x(cut)}" y1="{8 + 9 * level}" x2="{x(cut)}" y2="58" stroke="#333" '
+                f'stroke-dasharray="2 2"/><text x="{x(cut) + 2}" y="{8 + 9 * level}" '
+                f'class="small">p{p}</text>'
             )
     if limit is not None:
         parts.append(
