@@ -255,6 +255,9 @@ def test_missing_file_and_unwritable_output_exit_2(tmp_path: Path) -> None:
     capture = write_capture(tmp_path / "call.jsonl", known_call())
     result = report(str(capture), "-o", str(tmp_path / "no" / "dir" / "x.html"))
     assert result.exit_code == 2 and "cannot write" in result.stderr
+    result = report(str(capture), "-o", str(capture))
+    assert result.exit_code == 2 and "would replace its own input" in result.stderr
+    assert capture.read_text().count("\n") == len(known_call())
 
 
 def test_a_capture_torn_by_a_crash_is_drawn_with_a_warning(tmp_path: Path) -> None:

@@ -49,7 +49,11 @@ def report(
     """Draw a call's timeline (both tracks, every event, the metrics) or a run's latencies."""
     from plivo_stream_cli import output
 
+    from plivo_stream_cli.errors import UsageError
+
     target = out if out is not None else source.with_suffix(".html")
+    if target.resolve() == source.resolve():
+        raise UsageError(f"{target}: the page would replace its own input; give -o FILE")
     kind, document = _read(source)
     if kind == "capture":
         path = write_call_report(source, target)
