@@ -48,7 +48,6 @@ def report(
 ) -> None:
     """Draw a call's timeline (both tracks, every event, the metrics) or a run's latencies."""
     from plivo_stream_cli import output
-
     from plivo_stream_cli.errors import UsageError
 
     target = out if out is not None else source.with_suffix(".html")
