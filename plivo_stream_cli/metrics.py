@@ -32,10 +32,47 @@ import statistics
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from plivo_stream_cli.callreport import CallReport
+    from plivo_stream_cli.formats import MediaFormat
+
+
+class Event(Protocol):
+    """One timeline event as the metrics read it (`simulator.TimedEvent`, `timeline.Event`)."""
+
+    @property
+    def t(self) -> float: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def nbytes(self) -> int: ...
+
+
+class Timeline(Protocol):
+    """What the metrics read of a call: a simulated `CallReport`, or a capture's turn
+    (`timeline.Turn`), so `pstream report` measures a recorded call with these same functions."""
+
+    @property
+    def media_format(self) -> MediaFormat: ...
+    @property
+    def speed(self) -> float: ...
+    @property
+    def speech_end(self) -> float | None: ...
+    @property
+    def barge_in_started(self) -> float | None: ...
+    @property
+    def barge_in_ended(self) -> float | None: ...
+    @property
+    def timeline(self) -> Sequence[Event]: ...
+    @property
+    def checkpoints_received(self) -> Sequence[str]: ...
+    @property
+    def checkpoints_confirmed(self) -> Sequence[str]: ...
+
 
 SCHEMA_VERSION = 1
 GAP_MIN_MS = 10.0  # shorter underruns are network jitter a real jitter buffer absorbs
@@ -47,7 +84,7 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def first_audio_ms(report: CallReport) -> float | None:
+def first_audio_ms(report: Timeline) -> float | None:
     """Time to first audio (see the module docstring)."""
     if report.speech_end is None:
         return None
@@ -57,11 +94,16 @@ def first_audio_ms(report: CallReport) -> float | None:
     return None if first is None else _ms(first - report.speech_end)
 
 
-def reply_gaps_ms(report: CallReport) -> list[float]:
+def reply_gaps_ms(report: Timeline) -> list[float]:
     """Silences inside the bot's replies, in arrival order (see the module docstring)."""
+    return [_ms(end - start) for start, end in reply_gap_spans(report)]
+
+
+def reply_gap_spans(report: Timeline) -> list[tuple[float, float]]:
+    """Each reply gap as (queue ran dry, next playAudio arrived), in seconds."""
     fmt, speed = report.media_format, max(report.speed, 1e-6)
     breaks = deque(sorted(t for t in (report.speech_end, report.barge_in_started) if t is not None))
-    gaps: list[float] = []
+    gaps: list[tuple[float, float]] = []
     end: float | None = None  # when the audio queued so far has played out
     for event in report.timeline:
         while breaks and breaks[0] <= event.t:
@@ -71,25 +113,30 @@ def reply_gaps_ms(report: CallReport) -> list[float]:
             end = None
         elif event.kind == "play":
             if end is not None and (event.t - end) * 1000 >= GAP_MIN_MS:
-                gaps.append(_ms(event.t - end))
+                gaps.append((end, event.t))
             end = max(end if end is not None else event.t, event.t)
             end += fmt.seconds(event.nbytes) / speed
     return gaps
 
 
-def checkpoint_ms(report: CallReport) -> list[float]:
+def checkpoint_ms(report: Timeline) -> list[float]:
     """Checkpoint round trips, in confirmation order (see the module docstring)."""
+    return [_ms(end - start) for start, end, _ in checkpoint_spans(report)]
+
+
+def checkpoint_spans(report: Timeline) -> list[tuple[float, float, str]]:
+    """Each confirmed checkpoint as (received, confirmed, name), in seconds."""
     waiting: dict[str, deque[float]] = {}
-    trips: list[float] = []
+    trips: list[tuple[float, float, str]] = []
     for event in report.timeline:
         if event.kind == "checkpoint":
             waiting.setdefault(event.detail, deque()).append(event.t)
         elif event.kind == "played" and waiting.get(event.detail):
-            trips.append(_ms(event.t - waiting[event.detail].popleft()))
+            trips.append((waiting[event.detail].popleft(), event.t, event.detail))
     return trips
 
 
-def clear_ms(report: CallReport) -> float | None:
+def clear_ms(report: Timeline) -> float | None:
     """Barge-in to clearAudio (see the module docstring)."""
     began = report.barge_in_started
     if began is None:
@@ -98,7 +145,7 @@ def clear_ms(report: CallReport) -> float | None:
     return None if clear is None else _ms(clear - began)
 
 
-def barge_in_audio_ms(report: CallReport) -> float | None:
+def barge_in_audio_ms(report: Timeline) -> float | None:
     """Audio the bot sent after the barge-in began (see the module docstring)."""
     began = report.barge_in_started
     if began is None:
@@ -111,7 +158,7 @@ def barge_in_audio_ms(report: CallReport) -> float | None:
     return _ms(report.media_format.seconds(sent))
 
 
-def call_metrics(report: CallReport) -> dict[str, Any]:
+def call_metrics(report: Timeline) -> dict[str, Any]:
     """Every metric of one call."""
     confirmed = len(report.checkpoints_confirmed)
     return {

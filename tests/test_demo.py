@@ -46,6 +46,7 @@ def test_demo_runs_in_real_time_and_leaves_playable_wavs(tmp_path: Path) -> None
     assert "signature valid" in result.stderr  # the demo signs and checks like Plivo
     assert "greeting, key-5" in result.stderr
     assert "listen" in result.stderr and "pstream replay" in result.stderr
+    assert f"see the call: {only(tmp_path, '*.html')}" in result.stderr
 
 
 def test_demo_json_describes_the_call_and_its_files(tmp_path: Path) -> None:
@@ -60,6 +61,9 @@ def test_demo_json_describes_the_call_and_its_files(tmp_path: Path) -> None:
     call = doc["call"]
     assert call["dtmf_sent"] == DIGIT and call["checkpoints_confirmed"] == ["greeting", "key-5"]
     assert call["metrics"]["first_audio_ms"] is not None and call["violations"] == []
+    page = Path(doc["report"])  # the call drawn by pstream report, beside its capture
+    assert page == Path(kinds["capture"]["path"]).with_suffix(".html")
+    assert "mark-dtmf" in page.read_text()
 
 
 def test_demo_into_an_unwritable_place_exits_2(tmp_path: Path) -> None:

@@ -84,6 +84,8 @@ def test_serve_ctrl_c_exits_130_and_finalizes_recordings(tmp_path: Path) -> None
     assert serve.returncode == 130
     assert "signature validation is OFF" in err
     assert "recorded" in err and "inbound.wav" in err
+    (capture,) = tmp_path.glob("*.jsonl")
+    assert f"see the call: pstream report {capture}" in err
     (wav_path,) = tmp_path.glob("*.inbound.wav")
     with wave.open(str(wav_path)) as wav:
         assert wav.getnframes() > 0

@@ -62,10 +62,35 @@ def demo(
         where = prepare_record_dir(directory)
     live = not json_out and output.is_terminal()
     report, files = asyncio.run(run_demo(where, speed, live=live))
+    page = _write_page(files)
     if json_out:
-        _print_json(where, report, files)
+        _print_json(where, report, files, page)
     else:
         _print_result(where, report, files)
+        if page is not None:
+            output.status(f"see the call: {_escape(str(page))}  (open it in a browser)")
+
+
+def _write_page(files: list[dict[str, Any]]) -> Path | None:
+    """The call's timeline page beside its capture (`pstream report`), None without a capture."""
+    from plivo_stream_cli.commands.report_cmd import write_call_report
+    from plivo_stream_cli.console import output
+    from plivo_stream_cli.errors import PstreamError
+
+    capture = next((Path(f["path"]) for f in files if _kind(f["path"]) == "capture"), None)
+    if capture is None:
+        return None
+    try:
+        return write_call_report(capture, capture.with_suffix(".html"))
+    except PstreamError as exc:  # the call happened and is recorded: say so, and go on
+        output.warn(f"no timeline page: {exc.message}")
+        return None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def caller_pcm(rate: int) -> bytes:
@@ -226,7 +251,9 @@ def _play_hint(path: str) -> str:
     return f"listen with aplay (Linux), afplay (macOS) or ffplay -nodisp -autoexit: {path}"
 
 
-def _print_json(directory: Path, report: CallReport, files: list[dict[str, Any]]) -> None:
+def _print_json(
+    directory: Path, report: CallReport, files: list[dict[str, Any]], page: Path | None = None
+) -> None:
     from plivo_stream_cli.console import output
     from plivo_stream_cli.metrics import SCHEMA_VERSION, summarize
 
@@ -236,5 +263,6 @@ def _print_json(directory: Path, report: CallReport, files: list[dict[str, Any]]
             "directory": str(directory),
             "recordings": [{**f, "kind": _kind(f["path"])} for f in files],
             "call": summarize(report),
+            "report": None if page is None else str(page),
         }
     )

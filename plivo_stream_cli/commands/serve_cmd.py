@@ -193,6 +193,9 @@ def serve(
 
     check_workers(workers, config)
     server = StreamServer(config)
+    captures: list[str] = []
+    if config.record_dir is not None:
+        server.subscribe(lambda r: captures.extend(_captures_of(r)), media=False)
     ui = ServeUi(
         json_feed=json_feed,
         live=not json_feed and output.is_terminal(),
@@ -225,7 +228,28 @@ def serve(
             workers=workers,
         )
     )
+    _report_hint(captures)
     raise typer.Exit(int(code))
+
+
+def _captures_of(record: dict[str, object]) -> list[str]:
+    files = record.get("files") if record.get("event") == "closed" else None
+    paths = [f.get("path") for f in files if isinstance(f, dict)] if isinstance(files, list) else []
+    return [p for p in paths if isinstance(p, str) and p.endswith(".jsonl")]
+
+
+def _report_hint(captures: list[str]) -> None:
+    """How to see the recorded calls (`pstream report`), once serve has stopped."""
+    import shlex
+
+    from rich.markup import escape
+
+    from plivo_stream_cli.console import output
+
+    for path in captures[-3:]:
+        output.status(escape(f"see the call: pstream report {shlex.quote(path)}"))
+    if len(captures) > 3:
+        output.status(f"({len(captures)} calls recorded; the last three shown)")
 
 
 def _check_replay_flags(reject: bool, window: float, token: str | None) -> None:

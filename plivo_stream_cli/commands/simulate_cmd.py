@@ -70,6 +70,9 @@ def simulate(
         False, "--strict", help="Exit 7 when the server breaks the protocol."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    report_page: Path | None = typer.Option(
+        None, "--report", help="Also write the run as an HTML page (see pstream report)."
+    ),
 ) -> None:
     """Act as Plivo: connect (signed), send start, media and DTMF, answer checkpoints and clears."""
     import asyncio
@@ -107,7 +110,7 @@ def simulate(
     if record_reply is not None:
         _write_replies(record_reply, reports)
     limits = {"first_audio_ms": max_first_audio_ms, "clear_ms": max_clear_ms}
-    finish(reports, limits, json_out=json_out, strict=strict)
+    finish(reports, limits, json_out=json_out, strict=strict, report_page=report_page)
 
 
 def finish(
@@ -116,6 +119,7 @@ def finish(
     *,
     json_out: bool,
     strict: bool,
+    report_page: Path | None = None,
 ) -> None:
     """Print the run's summary, then exit as the calls and the thresholds say (shared by replay)."""
     from plivo_stream_cli.console import output
@@ -126,6 +130,12 @@ def finish(
     checks = [check(per_call, name, limit) for name, limit in limits.items() if limit is not None]
     summary = run_summary(reports, checks)
     _verbose_timelines(reports)
+    if report_page is not None:
+        from rich.markup import escape
+
+        from plivo_stream_cli.commands.report_cmd import write_run_report
+
+        output.status(f"report: {escape(str(write_run_report(summary, report_page)))}")
     if json_out:
         output.json_line(summary)
     else:
