@@ -113,6 +113,7 @@ class CallReport:
     barge_in_ended: float | None = None  # when the last one was
     timeline: list[TimedEvent] = field(default_factory=list)
     duration: float = 0.0
+    pacing_late_ms: list[float] = field(default_factory=list)  # each paced wake-up's lateness
 
     @property
     def received_seconds(self) -> float:
@@ -171,6 +172,7 @@ class PlivoCall:
         delay = t - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
+            self.report.pacing_late_ms.append(round((self.now() - t) * 1000, 2))
 
     def sent_media(self, nbytes: int, *, speech: bool | None) -> None:
         """Count a caller frame just sent; `speech` None means barge-in audio (not the turn)."""
