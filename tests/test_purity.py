@@ -23,6 +23,10 @@ PURE_MODULES = [
     "capturefeed",
     "streams_table",
     "wireframes",
+    "scenario",
+    "impairment",
+    "baseline",
+    "junit",
 ]
 FORBIDDEN = [
     "websockets",
