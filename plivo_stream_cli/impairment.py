@@ -64,11 +64,12 @@ class Link:
         self.sent = 0
         self.lost = 0
 
-    def send(self, t: float) -> Fate:
-        """The fate of a frame sent at `t` seconds."""
+    def send(self, t: float, *, lossless: bool = False) -> Fate:
+        """The fate of a frame sent at `t` seconds; `lossless` for signalling (delayed, in
+        order, never lost: it rides on TCP)."""
         drop, spread = self.rng.random(), self.rng.random()
         self.sent += 1
-        if drop * 100 < self.impairment.loss:
+        if not lossless and drop * 100 < self.impairment.loss:
             self.lost += 1
             return Fate(None)
         delay = (self.impairment.latency + spread * self.impairment.jitter) / 1000
