@@ -19,16 +19,22 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import hashlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec, scenario, synth
+from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.events import Dtmf, Media, PlayAudio, ProtocolError, Start, parse
 from plivo_stream_cli.formats import FRAME_MS, MediaFormat
 from plivo_stream_cli.impairment import Impairment, Link, links
+from plivo_stream_cli.metrics import Check, run_summary
 from plivo_stream_cli.scenario import Outcome, Scenario
 from plivo_stream_cli.simulator import (
     SPEECH_DBFS,
@@ -388,3 +394,83 @@ async def run_scenarios(
             return await run_scenario(config)
 
     return list(await asyncio.gather(*(one(c) for c in configs)))
+
+
+def load_scenario(path: Path, fmt: MediaFormat | None) -> tuple[Scenario, dict[str, bytes], str]:
+    """Read and validate a scenario file and load its audio; returns (scenario, audio, text).
+
+    Audio paths may not leave the scenario's directory, symlinks included."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"cannot read scenario {path}: {reason}") from None
+    parsed, audio = parse_scenario(text, str(path), path.resolve().parent, fmt)
+    return parsed, audio, text
+
+
+def parse_scenario(
+    text: str, source: str, home: Path, fmt: MediaFormat | None
+) -> tuple[Scenario, dict[str, bytes]]:
+    """Validate a scenario's text whose audio lives under `home`; load that audio."""
+    from plivo_stream_cli.audiofile import load_audio
+
+    home = home.resolve()
+
+    def inside(relative: str) -> bool:
+        target = (home / relative).resolve()
+        return target.is_relative_to(home) and target.is_file()
+
+    parsed = scenario.parse(text, source, inside)
+    chosen = fmt or MediaFormat.from_content_type(parsed.content_type or "audio/x-mulaw;rate=8000")
+    audio = {name: load_audio(home / name, chosen) for name in parsed.audio_files()}
+    return parsed, audio
+
+
+def audio_digest(parts: list[bytes]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def identity_of(
+    parts: list[bytes], fmt: MediaFormat, seed: int | None, impairment: Impairment, name: str | None
+) -> dict[str, Any]:
+    """What a baseline must share with a run: its audio, seed, network and scenario."""
+    return {
+        "audio_sha256": audio_digest([fmt.content_type.encode(), *parts]),
+        "seed": seed,
+        "network": {
+            "loss": impairment.loss,
+            "jitter": impairment.jitter,
+            "latency": impairment.latency,
+        },
+        "scenario": name,
+    }
+
+
+def summarize_run(
+    reports: list[CallReport],
+    results: list[ScenarioResult] | None,
+    checks: Sequence[Check],
+    identity: dict[str, Any],
+    parsed: Scenario | None,
+) -> dict[str, Any]:
+    """The `--json` document of a run: `metrics.run_summary`, plus the run's identity and, for
+    a scenario, each call's steps and assertions."""
+    summary = run_summary(reports, checks)
+    summary["run"] = identity
+    if results is None or parsed is None:
+        return summary
+    summary["scenario"] = {"name": parsed.name, "source": parsed.source}
+    for call, result in zip(summary["calls"], results, strict=True):
+        call["passed"] = result.passed
+        call["step_failures"] = result.step_failures
+        call["assertions"] = [x.to_dict() for x in result.outcomes]
+        if any(identity["network"].values()):
+            call["frames_lost_up"] = result.frames_lost_up
+            call["frames_lost_down"] = result.frames_lost_down
+    summary["passed"] = summary["passed"] and all(r.passed for r in results)
+    return summary

@@ -366,7 +366,7 @@ def test_audio_may_not_escape_the_scenarios_directory_through_a_symlink(tmp_path
 
 
 def test_the_example_scenarios_are_valid() -> None:
-    from plivo_stream_cli.commands.scenario_run import load_scenario
+    from plivo_stream_cli.scenario_runner import load_scenario
 
     examples = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
     assert examples

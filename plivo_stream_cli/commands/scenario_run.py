@@ -7,7 +7,6 @@ The checks of the new flags' values live in `check_options`, in one place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -88,39 +87,6 @@ def check_options(o: CiOptions, *, repeat: int, concurrency: int) -> None:
         raise UsageError("--save-baseline and --baseline name the same file")
 
 
-def load_scenario(path: Path, fmt: MediaFormat | None) -> tuple[Scenario, dict[str, bytes], str]:
-    """Read and validate a scenario file and load its audio; returns (scenario, audio, text).
-
-    Audio paths may not leave the scenario's directory, symlinks included."""
-    from plivo_stream_cli import scenario
-    from plivo_stream_cli.audiofile import load_audio
-    from plivo_stream_cli.formats import MediaFormat
-
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UsageError(f"cannot read scenario {path}: {reason}") from None
-    home = path.resolve().parent
-
-    def inside(relative: str) -> bool:
-        target = (home / relative).resolve()
-        return target.is_relative_to(home) and target.is_file()
-
-    parsed = scenario.parse(text, str(path), inside)
-    chosen = fmt or MediaFormat.from_content_type(parsed.content_type or "audio/x-mulaw;rate=8000")
-    audio = {name: load_audio(home / name, chosen) for name in parsed.audio_files()}
-    return parsed, audio, text
-
-
-def audio_digest(parts: list[bytes]) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()
-
-
 def network(o: CiOptions, fallback: Any = None) -> tuple[Any, int | None]:
     """The impairment (flags over the scenario's `network`) and the seed to use."""
     from plivo_stream_cli.impairment import Impairment
@@ -151,7 +117,12 @@ def run_scenario_calls(
     import asyncio
 
     from plivo_stream_cli.formats import MediaFormat
-    from plivo_stream_cli.scenario_runner import ScenarioConfig, run_scenarios
+    from plivo_stream_cli.scenario_runner import (
+        ScenarioConfig,
+        identity_of,
+        load_scenario,
+        run_scenarios,
+    )
 
     assert o.scenario is not None
     parsed, audio, text = load_scenario(o.scenario, fmt)
@@ -175,7 +146,7 @@ def run_scenario_calls(
         for index in range(repeat)
     ]
     results = asyncio.run(run_scenarios(configs, concurrency))
-    identity = _identity(
+    identity = identity_of(
         [text.encode(), *(audio[k] for k in sorted(audio))], chosen, seed, impairment, parsed.name
     )
     return parsed, results, identity
@@ -189,7 +160,7 @@ def run_impaired_calls(
     import dataclasses
 
     from plivo_stream_cli import scenario
-    from plivo_stream_cli.scenario_runner import ScenarioConfig, run_scenarios
+    from plivo_stream_cli.scenario_runner import ScenarioConfig, identity_of, run_scenarios
 
     first = configs[0]
     if first.dtmf:
@@ -222,7 +193,7 @@ def run_impaired_calls(
     ]
     results = asyncio.run(run_scenarios(runs, concurrency))
     parts = [first.audio, first.barge_in_audio, str(barge_in_at).encode()]
-    identity = _identity(parts, first.media_format, seed, impairment, None)
+    identity = identity_of(parts, first.media_format, seed, impairment, None)
     return dataclasses.replace(plain, source="simulate"), results, identity
 
 
@@ -233,23 +204,9 @@ def plain_identity(
     dtmf = ",".join(f"{d}@{t:g}" for d, t in first.dtmf).encode()
     parts = [first.audio, first.barge_in_audio, dtmf, str(barge_in_at).encode()]
     from plivo_stream_cli.impairment import Impairment
+    from plivo_stream_cli.scenario_runner import identity_of
 
-    return _identity(parts, first.media_format, seed, Impairment(), None)
-
-
-def _identity(
-    parts: list[bytes], fmt: MediaFormat, seed: int | None, impairment: Any, name: str | None
-) -> dict[str, Any]:
-    return {
-        "audio_sha256": audio_digest([fmt.content_type.encode(), *parts]),
-        "seed": seed,
-        "network": {
-            "loss": impairment.loss,
-            "jitter": impairment.jitter,
-            "latency": impairment.latency,
-        },
-        "scenario": name,
-    }
+    return identity_of(parts, first.media_format, seed, Impairment(), None)
 
 
 def finish_ci(
@@ -267,20 +224,10 @@ def finish_ci(
     from plivo_stream_cli import baseline, output
     from plivo_stream_cli.commands.simulate_cmd import _exit_for, _report_checks, _verbose_timelines
     from plivo_stream_cli.errors import CheckFailed
-    from plivo_stream_cli.metrics import render_text, run_summary
+    from plivo_stream_cli.metrics import render_text
+    from plivo_stream_cli.scenario_runner import summarize_run
 
-    summary = run_summary(reports, checks)
-    summary["run"] = identity
-    if results is not None and scenario_doc is not None:
-        summary["scenario"] = {"name": scenario_doc.name, "source": scenario_doc.source}
-        for call, result in zip(summary["calls"], results, strict=True):
-            call["passed"] = result.passed
-            call["step_failures"] = result.step_failures
-            call["assertions"] = [x.to_dict() for x in result.outcomes]
-            if any(identity["network"].values()):
-                call["frames_lost_up"] = result.frames_lost_up
-                call["frames_lost_down"] = result.frames_lost_down
-        summary["passed"] = summary["passed"] and all(r.passed for r in results)
+    summary = summarize_run(reports, results, checks, identity, scenario_doc)
     deltas: list[baseline.Delta] = []
     if o.baseline is not None:
         saved = o.extra.get("baseline_doc") or read_baseline(o.baseline)
