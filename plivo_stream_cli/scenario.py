@@ -543,6 +543,8 @@ def _assertion(check: _Checker, item: Any, line: int, *, negated: bool) -> Asser
 def _show(value: Any) -> str:
     if value is None:
         return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as YAML writes it
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, _Map):

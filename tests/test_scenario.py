@@ -81,7 +81,7 @@ def test_a_full_scenario_parses_into_steps_and_assertions() -> None:
     assert [a.label for a in s.expect] == [
         "replies_within_ms: 800",
         "clears_within_ms: 300",
-        "no_audio_after_clear: True",
+        "no_audio_after_clear: true",
         "confirms_checkpoint: 'reply-end'",
         "replies_to_dtmf_within_ms: 1500",
         "not replies_within_ms: 50",

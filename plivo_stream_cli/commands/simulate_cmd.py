@@ -17,8 +17,11 @@ if TYPE_CHECKING:
 
 SIMULATE_EPILOG = (
     "Example: pstream simulate ws://127.0.0.1:8080/stream --audio hello.wav --dtmf '5@1.5' "
-    "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json"
+    "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json; "
+    "a scripted call for CI: pstream simulate ws://127.0.0.1:8080/stream --scenario call.yaml "
+    "--junit report.xml --baseline baseline.json --loss 2 --jitter 20 --seed 7"
 )
+CI_PANEL = "Scenarios and CI"
 
 
 def register(app: typer.Typer) -> None:
@@ -71,26 +74,52 @@ def simulate(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     scenario: Path | None = typer.Option(
-        None, "--scenario", help="Run the steps and assertions of this YAML scenario."
+        None,
+        "--scenario",
+        help="Run the steps and assertions of this YAML scenario.",
+        rich_help_panel=CI_PANEL,
     ),
-    loss: float | None = typer.Option(None, "--loss", help="Lose PCT % of 20 ms frames."),
-    jitter: float | None = typer.Option(None, "--jitter", help="Delay frames 0..MS ms more."),
-    latency: float | None = typer.Option(None, "--latency", help="Delay every frame MS ms."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed of the impairment (reproducible)."),
+    loss: float | None = typer.Option(
+        None, "--loss", help="Lose PCT % of 20 ms frames.", rich_help_panel=CI_PANEL
+    ),
+    jitter: float | None = typer.Option(
+        None, "--jitter", help="Delay frames 0..MS ms more.", rich_help_panel=CI_PANEL
+    ),
+    latency: float | None = typer.Option(
+        None, "--latency", help="Delay every frame MS ms.", rich_help_panel=CI_PANEL
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the impairment (reproducible).", rich_help_panel=CI_PANEL
+    ),
     save_baseline: Path | None = typer.Option(
-        None, "--save-baseline", help="Save this run's percentiles as a baseline JSON file."
+        None,
+        "--save-baseline",
+        help="Save this run's percentiles as a baseline JSON file.",
+        rich_help_panel=CI_PANEL,
     ),
     baseline: Path | None = typer.Option(
-        None, "--baseline", help="Exit 8 when a percentile regressed from this baseline."
+        None,
+        "--baseline",
+        help="Exit 8 when a percentile regressed from this baseline.",
+        rich_help_panel=CI_PANEL,
     ),
     baseline_margin_pct: float = typer.Option(
-        10.0, "--baseline-margin-pct", help="A regression must exceed this many % ..."
+        10.0,
+        "--baseline-margin-pct",
+        help="A regression must exceed this many % ...",
+        rich_help_panel=CI_PANEL,
     ),
     baseline_margin_ms: float = typer.Option(
-        20.0, "--baseline-margin-ms", help="... and this many ms over the baseline."
+        20.0,
+        "--baseline-margin-ms",
+        help="... and this many ms over the baseline.",
+        rich_help_panel=CI_PANEL,
     ),
     junit: Path | None = typer.Option(
-        None, "--junit", help="Write a JUnit XML report (a testcase per call and assertion)."
+        None,
+        "--junit",
+        help="Write a JUnit XML report (a testcase per call and assertion).",
+        rich_help_panel=CI_PANEL,
     ),
 ) -> None:
     """Act as Plivo: connect (signed), send start, media and DTMF, answer checkpoints and clears."""
