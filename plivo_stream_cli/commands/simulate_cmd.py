@@ -17,9 +17,7 @@ if TYPE_CHECKING:
 
 SIMULATE_EPILOG = (
     "Example: pstream simulate ws://127.0.0.1:8080/stream --audio hello.wav --dtmf '5@1.5' "
-    "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json; "
-    "a scripted call for CI: pstream simulate ws://127.0.0.1:8080/stream --scenario call.yaml "
-    "--junit report.xml --baseline baseline.json --loss 2 --jitter 20 --seed 7"
+    "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json"
 )
 CI_PANEL = "Scenarios and CI"
 
