@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec, scenario, synth
@@ -94,8 +95,8 @@ def add_mark(report: CallReport, t: float, kind: str, detail: str = "") -> None:
 class ImpairedCall(PlivoCall):
     """A `PlivoCall` whose bot-to-caller messages cross the down link first."""
 
-    def __init__(self, ws: object, report: CallReport, down: Link | None) -> None:
-        super().__init__(ws, report)  # type: ignore[arg-type]
+    def __init__(self, ws: ClientConnection, report: CallReport, down: Link | None) -> None:
+        super().__init__(ws, report)
         self.down = down
         self.frames_lost = 0
 
