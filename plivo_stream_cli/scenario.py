@@ -378,6 +378,9 @@ def _steps(check: _Checker, data: _Map) -> list[Step]:
         step = _step(check, item, line)
         if step is not None:
             steps.append(step)
+    hangups = [s.line for s in steps if isinstance(s, Hangup)]
+    if hangups and hangups[0] != steps[-1].line:
+        check.fail(hangups[0], "hangup must be the last step (the steps after it would never run)")
     return steps
 
 

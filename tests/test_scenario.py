@@ -125,6 +125,7 @@ def test_a_full_scenario_parses_into_steps_and_assertions() -> None:
             "call.yaml:4: `not` applies to",
         ),
         ("steps:\n  - say\nsteps:\n  - say\n", "call.yaml:3: invalid YAML: duplicate key"),
+        ("steps:\n  - hangup\n  - say\n", "call.yaml:2: hangup must be the last step"),
         ("steps:\n  - say: [\n", "call.yaml:3: invalid YAML"),
     ],
 )

@@ -394,3 +394,23 @@ def test_the_examples_run_against_pstream_serve_play() -> None:
         server.communicate(timeout=10)
     # serve --play greets and confirms; it is a player, not a bot: it never clears
     assert codes == {"greeting": 0, "greeting-impaired": 0, "barge-in": 8}
+
+
+def test_the_same_seed_loses_the_same_frames_from_python(tmp_path: Path) -> None:
+    """Through the library API (testing.simulate_call_sync): say and silence steps send a fixed
+    number of frames, so the seed alone decides which are lost."""
+    from plivo_stream_cli.testing import simulate_call_sync
+
+    write_wav(tmp_path / "caller.wav", CALLER, 8000)
+    steps = [{"say": "caller.wav"}, {"silence": 0.6}]
+    lost: list[int] = []
+    with bot_in_thread(TurnBot(answers=False)) as url:
+        for seed in (21, 21, 22):
+            run = simulate_call_sync(
+                url, {"linger": 0}, steps=steps, base_dir=tmp_path, loss=20, seed=seed
+            )
+            assert run.summary["run"]["seed"] == seed and run.passed
+            lost.append(run.results[0].report.frames_sent)
+    total = 55  # 0.5 s of clip and 0.6 s of silence, 20 ms each
+    assert lost[0] == lost[1] and lost[0] != lost[2]
+    assert all(total * 0.6 < sent < total for sent in lost)
