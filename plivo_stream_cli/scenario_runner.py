@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,19 @@ class ImpairedCall(PlivoCall):
         super().__init__(ws, report)
         self.down = down
         self.frames_lost = 0
+        # with an up link, the caller's script routes what Plivo sends (playedStream,
+        # clearedAudio) through it too, so the bot sees those late as well
+        self.uplink: Callable[[str], Awaitable[None]] | None = None
+
+    async def send(self, text: str) -> None:
+        if self.uplink is not None:
+            await self.uplink(text)
+        else:
+            await super().send(text)
+
+    async def send_now(self, text: str) -> None:
+        """Put `text` on the socket now, whatever the links say."""
+        await super().send(text)
 
     async def receive(self) -> None:
         if self.down is None:
@@ -175,6 +188,8 @@ class ScenarioCaller:
         c = self.config
         if self.up is not None:
             self._sender = asyncio.ensure_future(self._send_in_order(call))
+            if isinstance(call, ImpairedCall):
+                call.uplink = lambda text: self._signal(call, text)
         try:
             start = Start(
                 c.call_id,
@@ -198,7 +213,7 @@ class ScenarioCaller:
                 await self._idle(call, c.linger)
             call.mark("caller-done")
         finally:
-            await self._drain()
+            await self._drain(call)
 
     async def _run(self, call: PlivoCall, step: scenario.Step) -> None:
         if isinstance(step, scenario.Say):
@@ -357,14 +372,21 @@ class ScenarioCaller:
             if delay > 0:
                 await asyncio.sleep(delay)
             with contextlib.suppress(ConnectionClosed):
-                await call.send(text)
+                if isinstance(call, ImpairedCall):
+                    await call.send_now(text)
+                else:
+                    await call.send(text)
 
-    async def _drain(self) -> None:
+    async def _drain(self, call: PlivoCall) -> None:
+        """Let what is still on the up link arrive; from now on Plivo's answers go straight."""
         if self._sender is None:
             return
         self._outbox.put_nowait(None)
         with contextlib.suppress(Exception):
             await self._sender
+        self._sender = None
+        if isinstance(call, ImpairedCall):
+            call.uplink = None
 
 
 async def run_scenario(config: ScenarioConfig) -> ScenarioResult:

@@ -414,3 +414,33 @@ def test_the_same_seed_loses_the_same_frames_from_python(tmp_path: Path) -> None
     total = 55  # 0.5 s of clip and 0.6 s of silence, 20 ms each
     assert lost[0] == lost[1] and lost[0] != lost[2]
     assert all(total * 0.6 < sent < total for sent in lost)
+
+
+def test_plivos_answers_cross_the_impaired_up_link_too() -> None:
+    """The bot sees playedStream late by the latency both ways, as from a real far-away line."""
+    from plivo_stream_cli.testing import simulate_call_sync
+
+    waited: list[float] = []
+
+    class CheckpointBot(TurnBot):
+        async def __call__(self, ws: ServerConnection) -> None:
+            loop = asyncio.get_running_loop()
+            sent = 0.0
+            with contextlib.suppress(ConnectionClosed):
+                async for message in ws:
+                    event = json.loads(message)
+                    if event["event"] == "start":
+                        sid = event["start"]["streamId"]
+                        await ws.send(PlayAudio(MULAW_8K, REPLY[:1600]).to_json())  # 0.2 s
+                        await ws.send(Checkpoint(sid, "c").to_json())
+                        sent = loop.time()
+                    elif event["event"] == "playedStream":
+                        waited.append(loop.time() - sent)
+
+    steps = [{"wait_for": {"checkpoint": "c", "timeout": 3}}, {"silence": 0.4}]
+    with bot_in_thread(CheckpointBot()) as url:
+        simulate_call_sync(url, {"linger": 0}, steps=steps).assert_passed()
+        simulate_call_sync(url, {"linger": 0}, steps=steps, latency=150, seed=1).assert_passed()
+    plain, late = waited
+    assert 0.18 <= plain <= 0.3
+    assert 0.48 <= late <= 0.62  # 0.2 s of audio + 150 ms down + 150 ms up
