@@ -8,8 +8,9 @@ sends silent frames meanwhile. DTMF digits go 100 ms apart.
 
 With impairment, caller frames pass through the up `impairment.Link` (lost ones are never sent,
 late ones are held back in order) and the bot's messages through the down one (delayed in
-order; 20 ms frames of its audio that are lost play as silence). Signalling messages (start,
-dtmf, checkpoints, clears) are delayed but never lost: they ride on TCP.
+order; 20 ms frames of its audio that are lost play as silence). Signalling (start, dtmf,
+playedStream, clearedAudio one way, checkpoints and clears the other) is delayed but never lost:
+it rides on TCP.
 
 The marks the assertions read (`scenario.SAY_END`, ...) go on the call's timeline, in time order.
 """
