@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "plivo_stream_cli"
-ENTRY_POINTS = {"__init__", "__main__", "cli"}
+# Entry points: the console script, the pytest plugin (pytest11) and its plain-Python API.
+ENTRY_POINTS = {"__init__", "__main__", "cli", "pytest_plugin", "testing"}
 CORE = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ENTRY_POINTS)
 FORBIDDEN_IN_CORE = [
     "websockets",

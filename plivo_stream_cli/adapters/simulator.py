@@ -121,6 +121,7 @@ class PlivoCall:
         delay = t - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
+            self.report.pacing_late_ms.append(round((self.now() - t) * 1000, 2))
 
     def sent_media(self, nbytes: int, *, speech: bool | None) -> None:
         """Count a caller frame just sent; `speech` None means barge-in audio (not the turn)."""

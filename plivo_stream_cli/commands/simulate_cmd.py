@@ -19,6 +19,7 @@ SIMULATE_EPILOG = (
     "Example: pstream simulate ws://127.0.0.1:8080/stream --audio hello.wav --dtmf '5@1.5' "
     "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json"
 )
+CI_PANEL = "Scenarios and CI"
 
 
 def register(app: typer.Typer) -> None:
@@ -73,6 +74,54 @@ def simulate(
     report_page: Path | None = typer.Option(
         None, "--report", help="Also write the run as an HTML page (see pstream report)."
     ),
+    scenario: Path | None = typer.Option(
+        None,
+        "--scenario",
+        help="Run the steps and assertions of this YAML scenario.",
+        rich_help_panel=CI_PANEL,
+    ),
+    loss: float | None = typer.Option(
+        None, "--loss", help="Lose PCT % of 20 ms frames.", rich_help_panel=CI_PANEL
+    ),
+    jitter: float | None = typer.Option(
+        None, "--jitter", help="Delay frames 0..MS ms more.", rich_help_panel=CI_PANEL
+    ),
+    latency: float | None = typer.Option(
+        None, "--latency", help="Delay every frame MS ms.", rich_help_panel=CI_PANEL
+    ),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Seed of the impairment (reproducible).", rich_help_panel=CI_PANEL
+    ),
+    save_baseline: Path | None = typer.Option(
+        None,
+        "--save-baseline",
+        help="Save this run's percentiles as a baseline JSON file.",
+        rich_help_panel=CI_PANEL,
+    ),
+    baseline: Path | None = typer.Option(
+        None,
+        "--baseline",
+        help="Exit 8 when a percentile regressed from this baseline.",
+        rich_help_panel=CI_PANEL,
+    ),
+    baseline_margin_pct: float = typer.Option(
+        10.0,
+        "--baseline-margin-pct",
+        help="A regression must exceed this many % ...",
+        rich_help_panel=CI_PANEL,
+    ),
+    baseline_margin_ms: float = typer.Option(
+        20.0,
+        "--baseline-margin-ms",
+        help="... and this many ms over the baseline.",
+        rich_help_panel=CI_PANEL,
+    ),
+    junit: Path | None = typer.Option(
+        None,
+        "--junit",
+        help="Write a JUnit XML report (a testcase per call and assertion).",
+        rich_help_panel=CI_PANEL,
+    ),
 ) -> None:
     """Act as Plivo: connect (signed), send start, media and DTMF, answer checkpoints and clears."""
     import asyncio
@@ -80,14 +129,26 @@ def simulate(
     import uuid
 
     from plivo_stream_cli.adapters.simulator import SimulateConfig, parse_dtmf_schedule, run_calls
+    from plivo_stream_cli.commands import scenario_run
     from plivo_stream_cli.errors import UsageError
     from plivo_stream_cli.formats import MediaFormat
     from plivo_stream_cli.synth import default_caller_audio
 
-    if max_clear_ms is not None and barge_in_at is None:
+    ci = scenario_run.CiOptions(
+        scenario, loss, jitter, latency, seed, save_baseline, baseline,
+        baseline_margin_pct, baseline_margin_ms, junit,
+    )  # fmt: skip
+    scenario_run.check_options(ci, repeat=repeat, concurrency=concurrency)
+    if max_clear_ms is not None and barge_in_at is None and scenario is None:
         raise UsageError("--max-clear-ms needs --barge-in-at (the caller must talk over the bot)")
     if speed <= 0:
         raise UsageError(f"--speed must be positive, got {speed:g}")
+    if baseline is not None:
+        ci.extra["baseline_doc"] = scenario_run.read_baseline(baseline)
+    limits = {"first_audio_ms": max_first_audio_ms, "clear_ms": max_clear_ms}
+    if scenario is not None:
+        _run_scenario(url, ci, content_type, auth_token, speed, repeat, concurrency, locals())
+        return
     fmt = MediaFormat.from_content_type(content_type.value)
     config = SimulateConfig(
         url=url,
@@ -106,11 +167,113 @@ def simulate(
         dataclasses.replace(config, call_id=str(uuid.uuid4()), stream_id=str(uuid.uuid4()))
         for _ in range(repeat - 1)
     ]
+    if ci.wanted:
+        _run_ci(configs, ci, barge_in_at, concurrency, limits, record_reply, json_out, strict)
+        return
     reports = asyncio.run(run_calls(configs, concurrency))
     if record_reply is not None:
         _write_replies(record_reply, reports)
-    limits = {"first_audio_ms": max_first_audio_ms, "clear_ms": max_clear_ms}
     finish(reports, limits, json_out=json_out, strict=strict, report_page=report_page)
+
+
+def _run_scenario(
+    url: str,
+    ci: Any,
+    content_type: ContentType,
+    auth_token: str | None,
+    speed: float,
+    repeat: int,
+    concurrency: int,
+    given: dict[str, Any],
+) -> None:
+    """`--scenario`: the scenario's steps and assertions (flags given explicitly win)."""
+    from plivo_stream_cli.commands import scenario_run
+    from plivo_stream_cli.formats import MediaFormat
+
+    # a flag that differs from its default overrides the scenario's key
+    explicit = {"content_type"} if content_type != ContentType.MULAW_8K else set()
+    explicit |= {"speed"} if speed != 1.0 else set()
+    explicit |= {"extra_headers"} if given["extra_headers"] else set()
+    fmt = MediaFormat.from_content_type(content_type.value) if "content_type" in explicit else None
+    parsed, results, identity = scenario_run.run_scenario_calls(
+        url,
+        ci,
+        fmt=fmt,
+        auth_token=resolve_token(auth_token, required=False),
+        speed=speed if "speed" in explicit else None,
+        repeat=repeat,
+        concurrency=concurrency,
+        send_stop=given["send_stop"],
+        extra_headers=given["extra_headers"] if "extra_headers" in explicit else None,
+    )
+    _finish_results(parsed, results, identity, ci, given)
+
+
+def _run_ci(
+    configs: list[Any],
+    ci: Any,
+    barge_in_at: float | None,
+    concurrency: int,
+    limits: dict[str, float | None],
+    record_reply: Path | None,
+    json_out: bool,
+    strict: bool,
+) -> None:
+    """A plain call with impairment, a baseline or JUnit."""
+    import asyncio
+
+    from plivo_stream_cli.adapters.simulator import run_calls
+    from plivo_stream_cli.commands import scenario_run
+
+    impairment, seed = scenario_run.network(ci)
+    given = {"limits": limits, "record_reply": record_reply, "json_out": json_out, "strict": strict}
+    if impairment.active:
+        parsed, results, identity = scenario_run.run_impaired_calls(
+            configs, ci, barge_in_at, concurrency
+        )
+        _finish_results(parsed, results, identity, ci, given, plain=True)
+        return
+    reports = asyncio.run(run_calls(configs, concurrency))
+    if record_reply is not None:
+        _write_replies(record_reply, reports)
+    identity = scenario_run.plain_identity(configs, barge_in_at, seed)
+    checks = _checks(reports, limits)
+    scenario_run.finish_ci(
+        reports, None, checks, identity, ci, scenario_doc=None, json_out=json_out, strict=strict
+    )
+
+
+def _finish_results(
+    parsed: Any, results: list[Any], identity: dict[str, Any], ci: Any, given: dict[str, Any],
+    *, plain: bool = False,
+) -> None:  # fmt: skip
+    from plivo_stream_cli.commands import scenario_run
+
+    reports = [r.report for r in results]
+    record_reply = given.get("record_reply")
+    if record_reply is not None:
+        _write_replies(record_reply, reports)
+    limits = given.get("limits") or {
+        "first_audio_ms": given.get("max_first_audio_ms"),
+        "clear_ms": given.get("max_clear_ms"),
+    }
+    scenario_run.finish_ci(
+        reports,
+        None if plain else results,
+        _checks(reports, limits),
+        identity,
+        ci,
+        scenario_doc=None if plain else parsed,
+        json_out=given["json_out"],
+        strict=given["strict"],
+    )
+
+
+def _checks(reports: list[CallReport], limits: dict[str, float | None]) -> list[Check]:
+    from plivo_stream_cli.metrics import check, summarize
+
+    per_call = [summarize(r)["metrics"] for r in reports]
+    return [check(per_call, name, limit) for name, limit in limits.items() if limit is not None]
 
 
 def finish(
