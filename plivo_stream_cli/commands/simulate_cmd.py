@@ -12,12 +12,19 @@ from plivo_stream_cli.commands.common import add, auth_token_option, resolve_tok
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
 if TYPE_CHECKING:
-    from plivo_stream_cli.metrics import Check
+    from plivo_stream_cli.metrics import Check, Failure
     from plivo_stream_cli.simulator import CallReport
 
 SIMULATE_EPILOG = (
     "Example: pstream simulate ws://127.0.0.1:8080/stream --audio hello.wav --dtmf '5@1.5' "
     "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json"
+)
+
+
+REQUIRE_REPLY = typer.Option(
+    False,
+    "--require-reply",
+    help="Exit 9 when a call gets no reply after the caller's speech (a silent bot fails).",
 )
 
 
@@ -37,7 +44,7 @@ def simulate(
         None, "--dtmf", help="Digits to press at given seconds, e.g. '5@1.5,#@3'."
     ),
     extra_headers: str = typer.Option(
-        "", "--extra-headers", help="extra_headers of the start event, e.g. 'a=1;b=2'."
+        "", "--extra-headers", help="extra_headers of start, media and dtmf, e.g. 'a=1;b=2'."
     ),
     send_stop: bool = typer.Option(
         False, "--send-stop", help="Send a stop event before closing (Plivo's docs don't)."
@@ -69,6 +76,7 @@ def simulate(
     strict: bool = typer.Option(
         False, "--strict", help="Exit 7 when the server breaks the protocol."
     ),
+    require_reply: bool = REQUIRE_REPLY,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Act as Plivo: connect (signed), send start, media and DTMF, answer checkpoints and clears."""
@@ -107,7 +115,7 @@ def simulate(
     if record_reply is not None:
         _write_replies(record_reply, reports)
     limits = {"first_audio_ms": max_first_audio_ms, "clear_ms": max_clear_ms}
-    finish(reports, limits, json_out=json_out, strict=strict)
+    finish(reports, limits, json_out=json_out, strict=strict, require_reply=require_reply)
 
 
 def finish(
@@ -116,26 +124,57 @@ def finish(
     *,
     json_out: bool,
     strict: bool,
+    require_reply: bool = False,
 ) -> None:
-    """Print the run's summary, then exit as the calls and the thresholds say (shared by replay)."""
+    """Print the run's summary, then exit as the calls and the thresholds say (shared by replay).
+
+    The exit code and `passed` always agree: a refused call (1008) exits 3, a protocol break
+    with --strict 7, a missed threshold 8, a silent bot (--require-reply) or a barge-in never
+    cleared 9.
+    """
     from plivo_stream_cli import output
-    from plivo_stream_cli.errors import CheckFailed
-    from plivo_stream_cli.metrics import check, render_text, run_summary, summarize
+    from plivo_stream_cli.metrics import check, failures, render_text, run_summary, summarize
 
     per_call = [summarize(r)["metrics"] for r in reports]
     checks = [check(per_call, name, limit) for name, limit in limits.items() if limit is not None]
-    summary = run_summary(reports, checks)
+    failed = failures(reports, strict=strict, require_reply=require_reply)
+    summary = run_summary(reports, checks, failed)
     _verbose_timelines(reports)
     if json_out:
         output.json_line(summary)
     else:
         for line in render_text(summary):
             output.data(line)
-    _exit_for(reports, strict)
+    _exit_for(failed, checks)
+
+
+def finish_quietly(reports: list[CallReport], *, require_reply: bool) -> None:
+    """Exit as `finish` would, without printing a summary (for commands that print their own)."""
+    from plivo_stream_cli import output
+    from plivo_stream_cli.metrics import failures, silence_note
+
+    for report in reports:
+        note = silence_note(report)
+        if note and not report.rejected:
+            output.warn(note)
+    _exit_for(failures(reports, require_reply=require_reply), [])
+
+
+def _exit_for(failed: list[Failure], checks: list[Check]) -> None:
+    """Raise the error of the most serious failure, if any (after listing passed checks)."""
+    from plivo_stream_cli.errors import CheckFailed, ConfigError, NoReply, ProtocolViolation
+
+    kinds = {f.kind: f.message for f in failed}
+    if "refused" in kinds:
+        raise ConfigError(kinds["refused"])
+    if "protocol" in kinds:
+        raise ProtocolViolation(kinds["protocol"])
     _report_checks(checks)
-    failed = [c for c in checks if not c.passed]
+    missed = [c for c in checks if not c.passed]
+    if missed:
+        raise CheckFailed("; ".join(c.describe() for c in missed))
     if failed:
-        raise CheckFailed("; ".join(c.describe() for c in failed))
+        raise NoReply("; ".join(f.message for f in failed))
 
 
 def _verbose_timelines(reports: list[CallReport]) -> None:
@@ -173,16 +212,3 @@ def _write_replies(path: Path, reports: list[CallReport]) -> None:
         target = path if len(reports) == 1 else path.with_stem(f"{path.stem}-{number}")
         save_reply(target, report)
         output.status(f"reply recorded to {target} ({report.received_seconds:.2f} s)")
-
-
-def _exit_for(reports: list[CallReport], strict: bool) -> None:
-    from plivo_stream_cli.errors import ConfigError, ProtocolViolation
-
-    for report in reports:
-        if report.rejected and not report.play_messages and report.frames_sent <= 1:
-            raise ConfigError(
-                f"the server closed the stream with 1008 ({report.close_reason or 'policy'}): "
-                "check the auth token and the URL it signs"
-            )
-        if strict and report.violations:
-            raise ProtocolViolation(f"the server broke the protocol: {report.violations[0]}")
