@@ -221,12 +221,12 @@ def silence_note(report: CallReport) -> str | None:
     fmt = report.media_format.content_type
     if not report.play_messages:
         return (
-            f"no reply: the server sent no audio in the whole {report.duration:.1f} s call "
+            f"the server sent no audio in the whole {report.duration:.1f} s call "
             f"({report.frames_sent} caller frames of {fmt} sent; does the bot decode {fmt}, "
             "listen on this path, and hear the caller's speech?)"
         )
     return (
-        f"no reply: the server's {report.play_messages} playAudio all came before the caller "
+        f"the server's {report.play_messages} playAudio all came before the caller "
         f"stopped speaking; nothing answered the caller in the {report.duration:.1f} s call"
     )
 

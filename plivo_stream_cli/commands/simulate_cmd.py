@@ -156,7 +156,7 @@ def finish_quietly(reports: list[CallReport], *, require_reply: bool) -> None:
     for report in reports:
         note = silence_note(report)
         if note and not report.rejected:
-            output.warn(note)
+            output.warn(f"no reply: {note}")
     _exit_for(failures(reports, require_reply=require_reply), [])
 
 
