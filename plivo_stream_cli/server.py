@@ -43,7 +43,12 @@ from plivo_stream_cli.events import Event, Media, PlayAudio, ProtocolError, Star
 from plivo_stream_cli.feed import Record, event_record, note_record
 from plivo_stream_cli.formats import MediaFormat
 from plivo_stream_cli.nonces import NonceCache, replay_key
-from plivo_stream_cli.session import SessionState, SessionStateError, StreamSession
+from plivo_stream_cli.session import (
+    SessionState,
+    SessionStateError,
+    StreamRefused,
+    StreamSession,
+)
 from plivo_stream_cli.signature import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -292,7 +297,7 @@ class LiveStream:
             "elapsed": round(time.time() - self.connected_at, 3),
             "media": stats.media_packets,
             "bytes": sum(stats.media_bytes.values()),
-            "gaps": session.sequence.gaps,
+            "gaps": session.gaps,
             "duplicates": session.sequence.duplicates,
             "reorders": session.sequence.reorders,
             "level": round(codec.level_dbfs(self.last_inbound), 1),
@@ -655,9 +660,14 @@ class StreamServer:
         except ProtocolError as exc:
             if live.recorder is not None:
                 live.recorder.capture("in", message, now)
+            if isinstance(exc, StreamRefused) and not _refuse(live, exc):
+                return None  # said once already; the close is on its way
             self.totals["errors"] += 1
             live.note_error(str(exc))
             return None
+        if live.session.warnings:  # this peer is not quite Plivo: said once per kind
+            for text in _drain(live.session.warnings):
+                self.publish(note_record("warning", t=now, stream=live.stream_id, warning=text))
         recorder = live.recorder
         if recorder is not None:  # captured before it is acted on, as received
             recorder.capture("in", message, now, is_json=True)
@@ -736,7 +746,7 @@ class StreamServer:
                 stream=live.stream_id,
                 media=stats.media_packets,
                 errors=stats.errors,
-                gaps=live.session.sequence.gaps,
+                gaps=live.session.gaps,
                 dtmf="".join(stats.dtmf),
                 files=files,
             )
@@ -745,6 +755,13 @@ class StreamServer:
 
 def _first_values(fields: dict[str, list[str]]) -> dict[str, str]:
     return {key: values[0] if values else "" for key, values in fields.items()}
+
+
+def _refuse(live: LiveStream, exc: StreamRefused) -> bool:
+    """Close a stream that cannot go on (1003: unsupported data); True the first time."""
+    if exc.first:
+        asyncio.get_running_loop().create_task(live.ws.close(1003, "unsupported media format"))
+    return exc.first
 
 
 def _drain(notes: Any) -> list[str]:
