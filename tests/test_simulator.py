@@ -495,3 +495,24 @@ def test_the_line_keeps_sending_frames_after_the_clip_and_under_linger() -> None
     stamps = [int(m["media"]["timestamp"]) for m in media]
     assert {b - a for a, b in itertools.pairwise(stamps)} == {20}
     assert all(set(codec_bytes(m)) == {0xFF} for m in media[5:])
+
+
+def test_a_wrong_token_is_a_refused_call_in_50_runs_of_50() -> None:
+    """Against serve's real signature check: the 1008 can land before or after simulate's
+    second frame (it used to pass when it landed after); every run must come out refused."""
+    from plivo_stream_cli.server import ServeConfig, StreamServer
+
+    async def scenario() -> list[list[str]]:
+        kinds = []
+        async with StreamServer(ServeConfig(port=0, auth_token="right-token")) as server:
+            for _ in range(50):
+                config = SimulateConfig(
+                    url=server.local_url, audio=CALLER, auth_token="wrong-token", linger=0
+                )
+                report = await run_call(config)
+                summary = metrics.run_summary([report], [], metrics.failures([report]))
+                assert summary["passed"] is False
+                kinds.append([f.kind for f in metrics.failures([report])])
+        return kinds
+
+    assert run(scenario()) == [["refused"]] * 50
