@@ -46,6 +46,7 @@ class CallReport:
     # When the caller's last speech frame was sent (a frame is sent as its 20 ms of audio ends,
     # as Plivo does), or the last frame of audio that holds no speech; barge-in audio excluded.
     speech_end: float | None = None
+    barge_in_at: float | None = None  # the barge-in asked for (seconds into the reply)
     barge_in_started: float | None = None  # when the first barge-in frame was sent
     barge_in_ended: float | None = None  # when the last one was
     timeline: list[TimedEvent] = field(default_factory=list)

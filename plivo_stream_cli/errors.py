@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     NETWORK = 6
     PROTOCOL = 7
     CHECK_FAILED = 8
+    NO_REPLY = 9
     INTERRUPTED = 130
 
 
@@ -34,6 +35,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NETWORK: "network error or timeout",
     ExitCode.PROTOCOL: "the peer violated the streaming protocol",
     ExitCode.CHECK_FAILED: "a check you asked for failed (threshold, signature)",
+    ExitCode.NO_REPLY: "the bot never answered (--require-reply) or never cleared a barge-in",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -90,3 +92,9 @@ class CheckFailed(PstreamError):
     """A check the user asked for failed (a latency threshold, an invalid signature)."""
 
     exit_code = ExitCode.CHECK_FAILED
+
+
+class NoReply(PstreamError):
+    """The bot under test stayed silent: no reply to the caller, or no clear after a barge-in."""
+
+    exit_code = ExitCode.NO_REPLY

@@ -28,6 +28,11 @@ class ProtocolError(ValueError):
     """A message that does not follow the protocol; the text names the field and the problem."""
 
 
+class UnsupportedMedia(ProtocolError):
+    """A start whose media format Plivo never sends (e.g. the old `audio/l16`): the stream
+    cannot be decoded, so it is refused once rather than every frame after it."""
+
+
 def _compact(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
@@ -59,6 +64,9 @@ class Start(_Wire):
     media_format: MediaFormat
     extra_headers: str = ""
     sequence_number: int | None = None
+    # How the message departed from Plivo's shape, though it was accepted (liberal in what we
+    # accept); fields absent altogether show as None/() above instead.
+    quirks: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -95,6 +103,7 @@ class Media(_Wire):
     chunk: int | None = None
     sequence_number: int | None = None
     extra_headers: str | None = None
+    quirks: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         media: dict[str, Any] = {"track": self.track, "timestamp": self.timestamp}
@@ -123,6 +132,7 @@ class Dtmf(_Wire):
     timestamp: str = ""
     sequence_number: int | None = None
     extra_headers: str | None = None
+    quirks: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -319,8 +329,8 @@ def _parse_start(msg: dict[str, Any]) -> Start:
     try:
         media_format = MediaFormat(encoding, rate)
     except FormatError as exc:
-        raise ProtocolError(f"start.mediaFormat: {exc}") from None
-    tracks = body.get("tracks", ["inbound"])
+        raise UnsupportedMedia(f"start.mediaFormat: {exc}") from None
+    tracks = body.get("tracks", [])  # absent: none invented (the server says it is missing)
     if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
         raise ProtocolError("start.tracks: expected a list of strings")
     return Start(
@@ -331,6 +341,7 @@ def _parse_start(msg: dict[str, Any]) -> Start:
         media_format=media_format,
         extra_headers=_extra(msg) or "",
         sequence_number=_opt_int(msg, "sequenceNumber"),
+        quirks=_quirks("start", msg, body),
     )
 
 
@@ -363,7 +374,7 @@ def _media_factory() -> Callable[[str, str, str, bytes, int | None, int | None, 
     """
     new = object.__new__
     names = [f.name for f in fields(Media)]
-    s0, s1, s2, s3, s4, s5, s6 = (getattr(Media, name).__set__ for name in names)
+    s0, s1, s2, s3, s4, s5, s6, s7 = (getattr(Media, name).__set__ for name in names)
 
     def make(
         stream_id: str,
@@ -382,6 +393,7 @@ def _media_factory() -> Callable[[str, str, str, bytes, int | None, int | None, 
         s4(media, chunk)
         s5(media, sequence_number)
         s6(media, extra_headers)
+        s7(media, ())
         return media
 
     return make
@@ -403,6 +415,7 @@ def _parse_media_fields(msg: dict[str, Any]) -> Media:
         chunk=_opt_int(media, "chunk", "media.chunk"),
         sequence_number=_opt_int(msg, "sequenceNumber"),
         extra_headers=_extra(msg),
+        quirks=_quirks("media", msg, media),
     )
 
 
@@ -416,6 +429,7 @@ def _parse_dtmf(msg: dict[str, Any]) -> Dtmf:
         timestamp=_stamp(body, "dtmf.timestamp"),
         sequence_number=_opt_int(msg, "sequenceNumber"),
         extra_headers=_extra(msg),
+        quirks=_quirks("dtmf", msg, body),
     )
 
 
@@ -574,6 +588,25 @@ def _extra(msg: dict[str, Any]) -> str | None:
     if isinstance(value, dict):  # some clients send an object: keep it usable
         return ";".join(f"{k}={v}" for k, v in value.items())
     raise ProtocolError("extra_headers: expected a string")
+
+
+def _quirks(event: str, msg: dict[str, Any], body: dict[str, Any]) -> tuple[str, ...]:
+    """How fields that are present differ in type from what Plivo sends (the slow path only:
+    the per-frame fast path takes nothing but Plivo's own types)."""
+    found = []
+    seq = msg.get("sequenceNumber")
+    if seq is not None and type(seq) is not int:
+        found.append("sequenceNumber is not a JSON number")
+    if "chunk" in body and type(body["chunk"]) is not int:
+        found.append(f"{event}.chunk is not a JSON number")
+    stamp = body.get("timestamp")
+    if stamp is not None and type(stamp) is not str:
+        found.append(f"{event}.timestamp is a number (Plivo sends a string of milliseconds)")
+    if isinstance(msg.get("extra_headers"), dict):
+        found.append("extra_headers is an object (Plivo sends a string)")
+    elif event == "start" and "extra_headers" not in msg:  # Start keeps "" for it: say so here
+        found.append('start without extra_headers (Plivo always sends it, "" when empty)')
+    return tuple(found)
 
 
 def _missing_or(value: object, expected: str) -> str:

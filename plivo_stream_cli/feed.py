@@ -161,6 +161,10 @@ def _describe_other(record: Record) -> str:
     return " ".join(f"{k}={v}" for k, v in record.items() if k not in skip)
 
 
+def _unknown(value: Any) -> Any:
+    return "unknown" if value is None else value
+
+
 _DESCRIBERS: dict[str, Any] = {
     "start": lambda r: (
         f"call={r.get('call')} {r.get('contentType')} tracks={','.join(r.get('tracks', []))}"
@@ -174,12 +178,13 @@ _DESCRIBERS: dict[str, Any] = {
     "connected": lambda r: f"from {r.get('remote')} ({r.get('auth')})",
     "rejected": lambda r: f"from {r.get('remote')}: {r.get('reason')} -> {r.get('action')}",
     "error": lambda r: str(r.get("error")),
+    "warning": lambda r: str(r.get("warning")),
     "answer": lambda r: (
         f"Answer URL hit: call={r.get('call')} from={r.get('caller')} to={r.get('to')}"
     ),
     "status": lambda r: " ".join(f"{k}={v}" for k, v in (r.get("fields") or {}).items()),
     "closed": lambda r: (
-        f"media={r.get('media')} errors={r.get('errors')} gaps={r.get('gaps')}"
+        f"media={r.get('media')} errors={r.get('errors')} gaps={_unknown(r.get('gaps'))}"
         + (f" dtmf={r.get('dtmf')}" if r.get("dtmf") else "")
         + "".join(f"\n    recorded {f['path']} ({f['seconds']:.2f} s)" for f in r.get("files", []))
     ),

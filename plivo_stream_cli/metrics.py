@@ -251,6 +251,96 @@ def check(per_call: Sequence[dict[str, Any]], metric: str, limit: float) -> Chec
     )
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why a run failed, whatever thresholds were set: `kind` is `refused` (the server closed
+    with 1008), `protocol` (with --strict), `no_reply` (with --require-reply) or `not_cleared`
+    (a barge-in the bot never cleared)."""
+
+    kind: str
+    message: str
+    calls: int  # how many calls failed this way
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "calls": self.calls}
+
+
+def replied(report: CallReport) -> bool:
+    """The bot answered the caller's turn: some `playAudio` came after the caller's speech."""
+    return first_audio_ms(report) is not None
+
+
+def silence_note(report: CallReport) -> str | None:
+    """One line on a bot that did not answer, or None when it did."""
+    if replied(report):
+        return None
+    fmt = report.media_format.content_type
+    if not report.play_messages:
+        return (
+            f"the server sent no audio in the whole {report.duration:.1f} s call "
+            f"({report.frames_sent} caller frames of {fmt} sent; does the bot decode {fmt}, "
+            "listen on this path, and hear the caller's speech?)"
+        )
+    return (
+        f"the server's {report.play_messages} playAudio all came before the caller "
+        f"stopped speaking; nothing answered the caller in the {report.duration:.1f} s call"
+    )
+
+
+def failures(
+    reports: Sequence[CallReport], *, strict: bool = False, require_reply: bool = False
+) -> list[Failure]:
+    """What made the run fail besides thresholds, most serious first."""
+    out: list[Failure] = []
+    total = len(reports)
+    refused = [r for r in reports if r.rejected]
+    if refused:
+        reason = refused[0].close_reason or "policy violation"
+        out.append(
+            Failure(
+                "refused",
+                f"the server closed {_of(len(refused), total)} with 1008 ({reason}): the call "
+                "was refused; check the auth token and the URL it signs",
+                len(refused),
+            )
+        )
+    broken = [r for r in reports if r.violations]
+    if strict and broken:
+        out.append(
+            Failure(
+                "protocol",
+                f"the server broke the protocol in {_of(len(broken), total)}: "
+                f"{broken[0].violations[0]}",
+                len(broken),
+            )
+        )
+    answered = [r for r in reports if not r.rejected]
+    silent = [r for r in answered if not replied(r)]
+    if require_reply and silent:
+        out.append(
+            Failure(
+                "no_reply",
+                f"no reply after the caller's speech in {_of(len(silent), total)}",
+                len(silent),
+            )
+        )
+    uncleared = [r for r in answered if r.barge_in_at is not None and clear_ms(r) is None]
+    if uncleared:
+        out.append(
+            Failure(
+                "not_cleared",
+                f"the bot never sent clearAudio after the caller talked over it "
+                f"(--barge-in-at) in {_of(len(uncleared), total)}",
+                len(uncleared),
+            )
+        )
+    return out
+
+
+def _of(count: int, total: int) -> str:
+    return "the call" if total == 1 else f"{count} of {total} calls"
+
+
 def summarize(report: CallReport) -> dict[str, Any]:
     """The summary of one call as a JSON-ready dict, its metrics included."""
     return {
@@ -270,6 +360,8 @@ def summarize(report: CallReport) -> dict[str, Any]:
         "violations": report.violations,
         "warnings": report.warnings,
         "duration_s": round(report.duration, 3),
+        "refused": report.rejected,
+        "replied": replied(report),
         "metrics": call_metrics(report),
     }
 
@@ -290,12 +382,20 @@ def pacing(lateness_ms: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def run_summary(reports: Sequence[CallReport], checks: Sequence[Check] = ()) -> dict[str, Any]:
-    """The `--json` document of a run of one or more calls."""
+def run_summary(
+    reports: Sequence[CallReport],
+    checks: Sequence[Check] = (),
+    failed: Sequence[Failure] = (),
+) -> dict[str, Any]:
+    """The `--json` document of a run of one or more calls; `passed` is what the exit code says."""
     calls = [summarize(r) for r in reports]
+    notes = [n for n in (silence_note(r) for r in reports if not r.rejected) if n]
     return {
         "schema_version": SCHEMA_VERSION,
-        "passed": all(c.passed for c in checks),
+        "passed": not failed and all(c.passed for c in checks),
+        "failures": [f.to_dict() for f in failed],
+        "no_reply": len(notes),
+        "no_reply_note": notes[0] if notes else None,
         "checks": [c.to_dict() for c in checks],
         "metrics": aggregate([c["metrics"] for c in calls]),
         "pacing": pacing([v for r in reports for v in r.pacing_late_ms]),
@@ -324,12 +424,19 @@ def render_text(summary: dict[str, Any]) -> list[str]:
             f"{'pacing_late_ms':<24} p50 {_num(pace['p50'])}  p99 {_num(pace['p99'])}  "
             f"max {_num(pace['max'])}{note}"
         )
+    if summary.get("no_reply"):  # loud, whatever the flags: a silent bot is never a quiet pass
+        count = "" if len(calls) == 1 else f" [{summary['no_reply']} of {len(calls)} calls]"
+        lines.append(f"NO REPLY{count}: {summary['no_reply_note']}")
+    for failure in summary.get("failures", []):
+        lines.append(f"FAILED: {failure['message']}")
     return lines
 
 
 def _call_lines(call: dict[str, Any]) -> list[str]:
     lines = []
     for key, value in call.items():
+        if key in ("refused", "replied"):  # said in the NO REPLY / FAILED lines instead
+            continue
         if key != "metrics" and value not in (None, [], ""):
             lines.append(f"{key:<24} {_text(value)}")
     for key, value in call["metrics"].items():

@@ -28,6 +28,7 @@ from plivo_stream_cli.events import (
     Start,
     Stop,
     UnknownEvent,
+    UnsupportedMedia,
     parse,
 )
 from plivo_stream_cli.formats import MediaFormat
@@ -43,6 +44,28 @@ class SessionState(Enum):
 
 class SessionStateError(RuntimeError):
     """The caller asked the session for something its state does not allow (a local bug)."""
+
+
+class StreamRefused(ProtocolError):
+    """The stream cannot go on (its start names a format Plivo never sends): close it.
+
+    Raised for the start itself (`first`) and, without counting an error again, for every
+    frame after it, so the server says it once and closes.
+    """
+
+    def __init__(self, message: str, *, first: bool) -> None:
+        super().__init__(message)
+        self.first = first
+
+
+# How a peer can depart from what Plivo sends while still being understood: said once per stream.
+DEVIATIONS = {
+    "seq": "no sequenceNumber (Plivo numbers every message): gaps cannot be counted",
+    "chunk": "media without chunk (Plivo counts the chunks of each track)",
+    "extra_headers": '{event} without extra_headers (Plivo always sends it, "" when empty)',
+    "tracks": "start without tracks (Plivo lists the streamed tracks): none assumed",
+    "account": "start without accountId (Plivo always sends the account)",
+}
 
 
 @dataclass
@@ -118,6 +141,9 @@ class StreamSession:
         self.pending_checkpoints: list[str] = []
         self.confirmed_checkpoints: list[str] = []
         self.notes: deque[str] = deque(maxlen=256)
+        self.deviations: set[str] = set()  # kinds of departure from Plivo's protocol seen
+        self.warnings: list[str] = []  # one line per new deviation, for the server to show
+        self.refusal: str | None = None  # why the stream was refused (see StreamRefused)
         self._l16 = False  # the start's format has 2-byte samples (odd payloads are refused)
 
     # ------------------------------------------------------------ receiving
@@ -132,20 +158,55 @@ class StreamSession:
             raise SessionStateError("no media format before the start event")
         return self.start.media_format
 
+    @property
+    def gaps(self) -> int | None:
+        """Messages missing from the sequence, or None when no message carried a number."""
+        return self.sequence.gaps if self.sequence.highest else None
+
     def receive(self, data: str | bytes) -> Event:
         """Parse and apply one received frame. Raises `ProtocolError` (counted) on bad input."""
         stats = self.stats
         stats.messages += 1
+        if self.refusal is not None:
+            raise StreamRefused(self.refusal, first=False)
         try:
             event = parse(data)
             if type(event) is Media and self.state is not SessionState.AWAITING_START:
                 self._media(event)  # one per frame: spared `_apply`'s dispatch
             else:
                 self._apply(event)
+        except UnsupportedMedia as exc:
+            stats.errors += 1
+            self.refusal = f"{exc}: this stream cannot be decoded, closing it"
+            raise StreamRefused(self.refusal, first=True) from None
         except ProtocolError:
             stats.errors += 1
             raise
         return event
+
+    def _deviate(self, kind: str, text: str | None = None) -> None:
+        if kind not in self.deviations:
+            self.deviations.add(kind)
+            self.warnings.append(f"not Plivo's protocol: {text or DEVIATIONS[kind]} (accepted)")
+
+    def _check_shape(self, event: Start | Media | Dtmf) -> None:
+        """Note once per stream each way `event` departs from what Plivo sends."""
+        if event.sequence_number is None:
+            self._deviate("seq")
+        if event.extra_headers is None:
+            self._deviate(
+                f"extra_headers:{event.event}",
+                DEVIATIONS["extra_headers"].format(event=event.event),
+            )
+        if isinstance(event, Media) and event.chunk is None:
+            self._deviate("chunk")
+        if isinstance(event, Start):
+            if not event.tracks:
+                self._deviate("tracks")
+            if not event.account_id:
+                self._deviate("account")
+        for quirk in event.quirks:
+            self._deviate(quirk, quirk)
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, Media):
@@ -155,9 +216,11 @@ class StreamSession:
         seq = getattr(event, "sequence_number", None)
         if isinstance(event, Start):
             self._start(event)
+            self._check_shape(event)
         elif isinstance(event, Dtmf):
             self._require_streaming("dtmf")
             self.stats.dtmf.append(event.digit)
+            self._check_shape(event)
         elif isinstance(event, PlayedStream):
             self._played(event)
         elif isinstance(event, ClearedAudio):
@@ -191,6 +254,8 @@ class StreamSession:
         by_track = stats.media_bytes
         by_track[event.track] = by_track.get(event.track, 0) + size
         seq = event.sequence_number
+        if seq is None or event.chunk is None or event.extra_headers is None or event.quirks:
+            self._check_shape(event)
         if seq is not None:
             note = self.sequence.observe(seq)
             if note:

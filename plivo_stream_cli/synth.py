@@ -1,15 +1,20 @@
-"""Built-in audio, generated in code (never downloaded): tones, DTMF, sweeps, a caller clip.
+"""Built-in audio: tones, DTMF and sweeps generated in code; the caller's spoken clips.
 
 Pure. Produces 16-bit little-endian mono PCM at any rate; `codec.encode` turns it into wire audio.
+The caller and barge-in clips are real (synthesized) speech shipped as package data
+(`data/*.ulaw`, 8 kHz mu-law; see `data/README.md` for where they come from): voice-activity
+detectors ignore tones, so a bot would never hear a tone "caller" stop talking.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
+from importlib import resources
 
 from plivo_stream_cli import codec
-from plivo_stream_cli.formats import MediaFormat
+from plivo_stream_cli.formats import MULAW_8K, MediaFormat
 
 DTMF_FREQUENCIES = {
     "1": (697, 1209), "2": (697, 1336), "3": (697, 1477), "A": (697, 1633),
@@ -62,10 +67,25 @@ def sweep(start: float, end: float, seconds: float, rate: int, amplitude: float 
     return _pcm(out)
 
 
+@functools.cache
+def _spoken(name: str) -> bytes:
+    """A shipped 8 kHz mu-law clip as 16-bit PCM at 8 kHz."""
+    data = resources.files("plivo_stream_cli").joinpath("data").joinpath(name).read_bytes()
+    return codec.decode(data, MULAW_8K)
+
+
+def _at_rate(pcm_8k: bytes, rate: int) -> bytes:
+    return pcm_8k if rate == 8000 else codec.resample(pcm_8k, 8000, rate)
+
+
 def caller_clip(rate: int) -> bytes:
-    """The built-in caller: a short 'speech-like' phrase of tones, then a pause."""
-    parts = [tone(f, 0.18, rate) + silence(0.04, rate) for f in (330, 392, 440, 392)]
-    return b"".join(parts) + silence(0.3, rate)
+    """The built-in caller: "Hello, can you help me with my order?" (2.2 s of speech)."""
+    return _at_rate(_spoken("caller.ulaw"), rate)
+
+
+def barge_in_clip(rate: int) -> bytes:
+    """What the built-in caller says over the bot: "Wait, sorry." (0.9 s of speech)."""
+    return _at_rate(_spoken("bargein.ulaw"), rate)
 
 
 def greeting(rate: int) -> bytes:
@@ -81,3 +101,8 @@ def greeting(rate: int) -> bytes:
 def default_caller_audio(fmt: MediaFormat) -> bytes:
     """The caller clip as wire audio in `fmt` (simulate's default `--audio`)."""
     return codec.encode(caller_clip(fmt.sample_rate), fmt)
+
+
+def default_barge_in_audio(fmt: MediaFormat) -> bytes:
+    """The barge-in clip as wire audio in `fmt` (simulate's default `--barge-in-audio`)."""
+    return codec.encode(barge_in_clip(fmt.sample_rate), fmt)

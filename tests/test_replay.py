@@ -189,7 +189,8 @@ def test_cli_replay_records_the_reply(tmp_path: Path) -> None:
         )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == 2 and doc["calls"][0]["frames_sent"] == 25
+    # the capture's 25 frames, then 0.3 s of the line's silence while lingering
+    assert doc["schema_version"] == 2 and doc["calls"][0]["frames_sent"] == 25 + 15
     with wave.open(str(reply)) as wav:
         assert wav.getnframes() == len(greeting) // 2
 

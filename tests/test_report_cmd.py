@@ -292,6 +292,8 @@ def test_open_starts_the_browser_on_the_page(tmp_path: Path) -> None:
 
 
 SPEECH_FRAMES = 5
+# The end of an utterance: 400 ms of quiet (the built-in clip is speech, with short pauses).
+END_QUIET_FRAMES = 20
 ANSWER_DELAY = 0.2
 CLEAR_DELAY = 0.1
 REPLY = codec.encode(synth.tone(660, 2.0, 8000), MULAW_8K)
@@ -345,9 +347,9 @@ def _recording_bot(directory: Path) -> Any:
                         await send(ClearAudio(STREAM).to_json())
                 else:
                     quiet += 1
-                    if quiet == 5 and loud >= SPEECH_FRAMES and replying is None:
+                    if quiet == END_QUIET_FRAMES and loud >= SPEECH_FRAMES and replying is None:
                         replying = loop.create_task(reply())
-                    if quiet >= 5:
+                    if quiet >= END_QUIET_FRAMES:
                         loud = 0
         finally:
             if replying is not None:

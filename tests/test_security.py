@@ -300,7 +300,8 @@ def test_tokens_never_reach_output_logs_errors_or_recordings(
     )  # fmt: skip
     try:
         wait_for_port(port)
-        seen += _cli(["-v", "simulate", url, "--speed", "8"], expect=0)
+        # --linger 0: serve's --json feed goes to a pipe nobody reads until the end (64 KB)
+        seen += _cli(["-v", "simulate", url, "--speed", "8", "--linger", "0"], expect=0)
         seen += _cli(["-v", "simulate", url, "--auth-token", "not-the-token"], expect=3)
         run(_replay(port, secret_env["PLIVO_AUTH_TOKEN"]))
         control_token = _control_token()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -286,7 +287,7 @@ def test_barge_in_audio_is_not_the_callers_turn() -> None:
     report, got = run(with_bot(TimedBot(paced=False), config))
     assert report.barge_in_started is not None
     assert report.speech_end is not None and report.speech_end < report.barge_in_started
-    clip = codec.frames(synth.default_caller_audio(MULAW_8K), MULAW_8K)
+    clip = codec.frames(synth.default_barge_in_audio(MULAW_8K), MULAW_8K)
     sent = [codec_bytes(m) for m in got if m["event"] == "media"]
     assert sent[-len(clip) :] == clip  # the built-in clip, talked over the reply
     speech = len(codec.frames(CALLER, MULAW_8K))
@@ -399,3 +400,120 @@ def test_cli_clear_threshold_needs_barge_in(caller_wav: Path) -> None:
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["simulate", "--help"])
     assert result.exit_code == 0 and "Example: pstream simulate" in result.stdout
+
+
+# ---------------------------------------------------------------- verdicts: a failed call fails
+
+
+async def refusing_bot(ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+    """Refuses the call with 1008 after it has already received a few frames."""
+    async for message in ws:
+        received.append(json.loads(message))
+        if len(received) >= 4:
+            await ws.close(1008, "invalid signature")
+            return
+
+
+def test_cli_a_1008_after_several_frames_is_a_refused_call(caller_wav: Path) -> None:
+    with bot_in_thread(refusing_bot) as url:
+        text = simulate_cli(url, audio=caller_wav)
+        doc = simulate_cli(url, "--json", audio=caller_wav)
+    assert text.exit_code == 3 and doc.exit_code == 3
+    assert "FAILED: the server closed the call with 1008 (invalid signature)" in text.stdout
+    assert "error:" in text.stderr and "check the auth token" in text.stderr
+    summary = json.loads(doc.stdout)
+    assert summary["passed"] is False and summary["calls"][0]["refused"] is True
+    assert [f["kind"] for f in summary["failures"]] == ["refused"]
+
+
+def test_cli_a_silent_bot_is_loud_and_fails_with_require_reply(caller_wav: Path) -> None:
+    with bot_in_thread(recorder_bot) as url:
+        plain = simulate_cli(url, audio=caller_wav)
+        required = simulate_cli(url, "--require-reply", "--json", audio=caller_wav)
+    assert plain.exit_code == 0
+    (loud,) = [line for line in plain.stdout.splitlines() if line.startswith("NO REPLY")]
+    assert "the server sent no audio" in loud and "audio/x-mulaw;rate=8000" in loud
+    assert required.exit_code == 9, required.output
+    summary = json.loads(required.stdout)
+    assert summary["passed"] is False and summary["no_reply"] == 1
+    assert summary["calls"][0]["replied"] is False
+    assert [f["kind"] for f in summary["failures"]] == ["no_reply"]
+    assert "no reply after the caller's speech" in required.stderr
+
+
+def test_cli_a_barge_in_never_cleared_fails_with_exit_9(caller_wav: Path) -> None:
+    barge = ("--barge-in-at", "0.2", "--barge-in-audio", str(caller_wav.parent / "barge.wav"))
+    with bot_in_thread(TimedBot(paced=False)) as url:
+        result = simulate_cli(url, *barge, "--json", audio=caller_wav)
+    assert result.exit_code == 9, result.output
+    summary = json.loads(result.stdout)
+    assert summary["passed"] is False and summary["calls"][0]["replied"] is True
+    assert [f["kind"] for f in summary["failures"]] == ["not_cleared"]
+
+
+def _http_bot(status: int) -> Callable[[], contextlib.AbstractAsyncContextManager[str]]:
+    @contextlib.asynccontextmanager
+    async def open_server() -> AsyncIterator[str]:
+        def refuse(connection: ServerConnection, request: Any) -> Any:
+            return connection.respond(status, "refused here\n")
+
+        async with serve(recorder_bot_handler, "127.0.0.1", 0, process_request=refuse) as srv:
+            yield f"ws://127.0.0.1:{next(iter(srv.sockets)).getsockname()[1]}/wrong"
+
+    return open_server
+
+
+async def recorder_bot_handler(ws: ServerConnection) -> None:
+    await recorder_bot(ws, [])
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "says"),
+    [
+        (404, 2, "nothing serves WebSockets at that path"),
+        (403, 3, "the upgrade was not signed"),
+        (400, 2, "the server refused this request"),
+        (502, 6, "the server failed"),
+    ],
+)
+def test_cli_an_http_refusal_says_what_happened(
+    caller_wav: Path, status: int, code: int, says: str
+) -> None:
+    with serving_in_thread(_http_bot(status)) as url:
+        result = simulate_cli(url, audio=caller_wav)
+    assert result.exit_code == code, result.output
+    assert f"HTTP {status}" in result.stderr and says in result.stderr
+    assert "(refused here)" in result.stderr and "Traceback" not in result.output
+
+
+def test_the_line_keeps_sending_frames_after_the_clip_and_under_linger() -> None:
+    audio = codec.encode(synth.tone(300, 0.1, 8000), MULAW_8K)
+    config = SimulateConfig(url="", audio=audio, speed=10, linger=0.5, dtmf=[("1", 0.3)])
+    report, got = run(with_bot(recorder_bot, config))
+    media = [m for m in got if m["event"] == "media"]
+    # 5 frames of tone, silence until the key at 0.3 s, then 0.5 s of silence lingering
+    assert report.frames_sent == len(media) == 16 + 25
+    stamps = [int(m["media"]["timestamp"]) for m in media]
+    assert {b - a for a, b in itertools.pairwise(stamps)} == {20}
+    assert all(set(codec_bytes(m)) == {0xFF} for m in media[5:])
+
+
+def test_a_wrong_token_is_a_refused_call_in_50_runs_of_50() -> None:
+    """Against serve's real signature check: the 1008 can land before or after simulate's
+    second frame (it used to pass when it landed after); every run must come out refused."""
+    from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+
+    async def scenario() -> list[list[str]]:
+        kinds = []
+        async with StreamServer(ServeConfig(port=0, auth_token="right-token")) as server:
+            for _ in range(50):
+                config = SimulateConfig(
+                    url=server.local_url, audio=CALLER, auth_token="wrong-token", linger=0
+                )
+                report = await run_call(config)
+                summary = metrics.run_summary([report], [], metrics.failures([report]))
+                assert summary["passed"] is False
+                kinds.append([f.kind for f in metrics.failures([report])])
+        return kinds
+
+    assert run(scenario()) == [["refused"]] * 50

@@ -32,7 +32,12 @@ from plivo_stream_cli.events import (
 )
 from plivo_stream_cli.feed import event_record, note_record
 from plivo_stream_cli.formats import MediaFormat
-from plivo_stream_cli.session import SessionState, SessionStateError, StreamSession
+from plivo_stream_cli.session import (
+    SessionState,
+    SessionStateError,
+    StreamRefused,
+    StreamSession,
+)
 
 if TYPE_CHECKING:
     from plivo_stream_cli.adapters.server import StreamServer
@@ -244,9 +249,17 @@ class LiveStream:
         except ProtocolError as exc:
             if self.recorder is not None:
                 self.recorder.capture("in", message, now)
+            if isinstance(exc, StreamRefused) and not self._refuse(exc):
+                return None  # said once already; the close is on its way
             self.server.totals["errors"] += 1
             self.note_error(str(exc))
             return None
+        warnings = self.session.warnings
+        if warnings:  # this peer is not quite Plivo: said once per kind
+            publish = self.server.publish
+            while warnings:
+                text = warnings.pop(0)
+                publish(note_record("warning", t=now, stream=self.stream_id, warning=text))
         recorder = self.recorder
         if recorder is not None:  # captured before it is acted on, as received
             recorder.capture("in", message, now, is_json=True)
@@ -257,6 +270,12 @@ class LiveStream:
         else:
             self._on_event(event, now)
         return None
+
+    def _refuse(self, exc: StreamRefused) -> bool:
+        """Close a stream that cannot go on (1003: unsupported data); True the first time."""
+        if exc.first:
+            asyncio.get_running_loop().create_task(self.ws.close(1003, "unsupported media format"))
+        return exc.first
 
     def _on_media(self, event: Media, now: float) -> None:
         payload, track = event.payload, event.track
@@ -311,7 +330,7 @@ class LiveStream:
                 stream=self.stream_id,
                 media=stats.media_packets,
                 errors=stats.errors,
-                gaps=self.session.sequence.gaps,
+                gaps=self.session.gaps,
                 dtmf="".join(stats.dtmf),
                 files=files,
             )
@@ -332,7 +351,7 @@ class LiveStream:
             "elapsed": round(time.time() - self.connected_at, 3),
             "media": stats.media_packets,
             "bytes": sum(stats.media_bytes.values()),
-            "gaps": session.sequence.gaps,
+            "gaps": session.gaps,
             "duplicates": session.sequence.duplicates,
             "reorders": session.sequence.reorders,
             "level": round(codec.level_dbfs(self.last_inbound), 1),

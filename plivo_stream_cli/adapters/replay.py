@@ -7,9 +7,12 @@ original timing (`speed` times faster) through the simulator's `PlivoCall`, whic
 checkpoints and clears exactly as `simulate` does.
 
 Payloads are re-sent untouched, so the receiving server gets the caller's audio byte for byte.
-Sequence numbers are renumbered (the replayer's own `playedStream`/`clearedAudio` share the
-count), timestamps are shifted to the replay's clock, and the call and stream ids are fresh
-unless `keep_ids` is set.
+Events go out in Plivo's shape whatever tool made the capture: sequence numbers are renumbered
+(the replayer's own `playedStream`/`clearedAudio` share the count), and so are media chunks;
+timestamps are shifted to the replay's clock (strings of milliseconds); `extra_headers`, `tracks`
+and `accountId` are filled in when missing; the call and stream ids are fresh unless `keep_ids`
+is set. Like a real line, media never pauses: gaps in the capture and the linger after it carry
+20 ms frames of silence.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.recorder import CaptureError, read_capture
 from plivo_stream_cli.adapters.simulator import (
+    ACCOUNT_ID,
     SPEECH_DBFS,
     PlivoCall,
     converse,
@@ -129,31 +133,57 @@ class _CaptureCaller:
     async def __call__(self, call: PlivoCall) -> None:
         shift_ms = call.t0_ms - int(self.recording.first_t * 1000)
         speed = max(call.report.speed, 1e-6)
+        started = False
         for item in self.recording.events:
-            await call.sleep_until(item.offset / speed)
-            msg = self._rewrite(item.msg, call.next_seq(), shift_ms)
+            due = item.offset / speed
+            if started:  # a real line never pauses: silence fills the capture's gaps
+                await call.send_silence_until(due)
+            await call.sleep_until(due)
+            msg = self._rewrite(item.msg, call, shift_ms)
             await call.send(json.dumps(msg, separators=(",", ":"), ensure_ascii=False))
             self._note(call, item)
+            started = started or msg.get("event") == "start"
         call.mark("caller-done")
 
-    def _rewrite(self, msg: dict[str, Any], seq: int, shift_ms: int) -> dict[str, Any]:
+    def _rewrite(self, msg: dict[str, Any], call: PlivoCall, shift_ms: int) -> dict[str, Any]:
+        """The recorded event in Plivo's shape: renumbered, re-stamped, fields Plivo always
+        sends filled in when the capture lacks them (a capture of another tool's frames)."""
         out = dict(msg)
-        if "sequenceNumber" in out:
-            out["sequenceNumber"] = seq
-        if out.get("streamId") == self.original_stream:
+        kind = out.get("event")
+        out["sequenceNumber"] = call.next_seq()
+        if out.get("streamId") == self.original_stream or (
+            kind in ("media", "dtmf", "stop") and "streamId" not in out
+        ):
             out["streamId"] = self.stream_id
+        if kind in ("start", "media", "dtmf") and not isinstance(out.get("extra_headers"), str):
+            out["extra_headers"] = self.recording.start.extra_headers
         if isinstance(out.get("start"), dict):
-            out["start"] = {**out["start"], "callId": self.call_id, "streamId": self.stream_id}
+            start = self.recording.start
+            out["start"] = {
+                **out["start"],
+                "callId": self.call_id,
+                "streamId": self.stream_id,
+                "accountId": start.account_id or out["start"].get("accountId") or ACCOUNT_ID,
+                "tracks": list(start.tracks) or ["inbound"],
+            }
         for key in ("media", "dtmf"):
             body = out.get(key)
-            if isinstance(body, dict) and "timestamp" in body:
-                out[key] = {**body, "timestamp": _shifted(body["timestamp"], shift_ms)}
+            if isinstance(body, dict):
+                body = {**body, "track": body.get("track") or "inbound"}
+                if "timestamp" in body:
+                    body["timestamp"] = _shifted(body["timestamp"], shift_ms)
+                if key == "media":  # counted anew: the silence filling gaps has chunks too
+                    chunk = call.next_chunk(str(body["track"]))
+                    ordered = {k: v for k, v in body.items() if k not in ("chunk", "payload")}
+                    body = {**ordered, "chunk": chunk, "payload": body.get("payload")}
+                out[key] = body
         return out
 
     def _note(self, call: PlivoCall, item: Inbound) -> None:
         kind = item.msg.get("event")
         if kind == "media":
             call.sent_media(item.nbytes, speech=item.speech)
+            call.slots = max(call.slots, int(call.now() / call.interval) + 1)  # the line clock
         elif kind == "dtmf":
             body = item.msg.get("dtmf")
             call.sent_dtmf(str(body.get("digit", "")) if isinstance(body, dict) else "")
@@ -163,7 +193,7 @@ class _CaptureCaller:
 
 def _shifted(stamp: Any, shift_ms: int) -> Any:
     try:
-        return str(int(stamp) + shift_ms)
+        return str(int(stamp) + shift_ms)  # a string of digits, as Plivo sends it
     except (TypeError, ValueError):
         return stamp
 
@@ -180,6 +210,6 @@ async def run_replay(config: ReplayConfig) -> CallReport:
     if recording.skipped:
         report.warnings.append(f"{recording.skipped} captured frames were not JSON: not re-sent")
     ws = await open_stream(config.url, config.auth_token, config.open_timeout)
-    call = PlivoCall(ws, report)
+    call = PlivoCall(ws, report, start.extra_headers)
     script = _CaptureCaller(recording, call_id, stream_id)
     return await converse(call, script, linger=config.linger)

@@ -44,7 +44,7 @@ from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.events import Dtmf, Media, PlayAudio, ProtocolError, Start, parse
 from plivo_stream_cli.formats import FRAME_MS, MediaFormat
 from plivo_stream_cli.impairment import Impairment, Link, links
-from plivo_stream_cli.metrics import Check, run_summary
+from plivo_stream_cli.metrics import Check, Failure, run_summary
 from plivo_stream_cli.scenario import Outcome, Scenario
 
 DTMF_GAP_FRAMES = 5  # 100 ms between digits
@@ -480,10 +480,11 @@ def summarize_run(
     checks: Sequence[Check],
     identity: dict[str, Any],
     parsed: Scenario | None,
+    failed: Sequence[Failure] = (),
 ) -> dict[str, Any]:
     """The `--json` document of a run: `metrics.run_summary`, plus the run's identity and, for
     a scenario, each call's steps and assertions."""
-    summary = run_summary(reports, checks)
+    summary = run_summary(reports, checks, failed)
     summary["run"] = identity
     if results is None or parsed is None:
         return summary

@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from plivo_stream_cli import codec, synth
 from plivo_stream_cli.callreport import CallReport, TimedEvent
-from plivo_stream_cli.errors import ConfigError, NetworkError, UsageError
+from plivo_stream_cli.errors import ConfigError, NetworkError, PstreamError, UsageError
 from plivo_stream_cli.events import (
     Checkpoint,
     ClearAudio,
@@ -50,6 +50,7 @@ from plivo_stream_cli.formats import FRAME_MS, MULAW_8K, MediaFormat
 from plivo_stream_cli.session import PlaybackQueue
 from plivo_stream_cli.signature import sign_headers
 
+ACCOUNT_ID = "MAPSTREAMSIMULATOR00"  # the accountId the simulated calls carry
 SPEECH_DBFS = -50.0  # a caller frame louder than this is speech
 
 
@@ -71,7 +72,7 @@ class SimulateConfig:
     reply_timeout: float = 30.0  # seconds to wait for a reply before giving up the barge-in
     call_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     stream_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    account_id: str = "MAPSTREAMSIMULATOR00"
+    account_id: str = ACCOUNT_ID
     tracks: tuple[str, ...] = ("inbound",)
     open_timeout: float = 10.0
 
@@ -84,9 +85,10 @@ class PlivoCall:
     sends the caller's events through `send` and marks what it did.
     """
 
-    def __init__(self, ws: ClientConnection, report: CallReport) -> None:
+    def __init__(self, ws: ClientConnection, report: CallReport, extra_headers: str = "") -> None:
         self.ws = ws
         self.report = report
+        self.extra_headers = extra_headers  # Plivo repeats it on every start, media and dtmf
         self.fmt = report.media_format
         self.queue = PlaybackQueue()
         self.seq = 0
@@ -95,6 +97,9 @@ class PlivoCall:
         self.done = asyncio.Event()
         self.send_lock = asyncio.Lock()
         self.interval = FRAME_MS / 1000 / max(report.speed, 1e-6)
+        self.slots = 0  # 20 ms media slots used so far: the caller's line clock
+        self.chunks: dict[str, int] = {}  # media chunks sent, per track
+        self.last_media = 0.0  # when the last caller frame was sent
         self._pending_clears = 0
         self._generation = 0  # counts clears, so a frame cut short confirms nothing
         self._wake = asyncio.Event()  # audio or a checkpoint arrived
@@ -123,12 +128,56 @@ class PlivoCall:
             await asyncio.sleep(delay)
             self.report.pacing_late_ms.append(round((self.now() - t) * 1000, 2))
 
+    def next_chunk(self, track: str = "inbound") -> int:
+        self.chunks[track] = self.chunks.get(track, 0) + 1
+        return self.chunks[track]
+
+    async def send_frame(self, frame: bytes, *, speech: bool | None) -> None:
+        """Send one 20 ms caller frame in the next slot of the line clock, then wait the slot out.
+
+        Timestamps follow the audio (20 ms per frame), as Plivo's do.
+        """
+        stamp = str(self.t0_ms + self.slots * FRAME_MS)
+        media = Media(
+            self.stream_id,
+            "inbound",
+            stamp,
+            frame,
+            self.next_chunk(),
+            self.next_seq(),
+            self.extra_headers,
+        )
+        await self.send(media.to_json())
+        self.sent_media(len(frame), speech=speech)
+        self.slots += 1
+        await self.sleep_until(self.slots * self.interval)
+
+    async def send_silence(self, seconds: float) -> None:
+        """Keep the line up for `seconds` of call time: a real line never stops sending media,
+        and bots that find the end of speech in trailing silence need it."""
+        await self._silence_until_slot(self.slots + round(seconds * 1000 / FRAME_MS))
+
+    async def send_silence_until(self, t: float) -> None:
+        """Fill the line with silence up to `t` (call seconds), when more than a frame and a half
+        would otherwise go unsent (a replayed capture's gap)."""
+        if t - max(self.last_media, self.now()) <= 1.5 * self.interval:
+            return
+        await self._silence_until_slot(int(t / self.interval - 0.5))
+
+    async def _silence_until_slot(self, end: int) -> None:
+        silent = codec.silence(self.fmt, self.fmt.frame_bytes())
+        while self.slots < end and not self.done.is_set():
+            await self.send_frame(silent, speech=False)
+
     def sent_media(self, nbytes: int, *, speech: bool | None) -> None:
         """Count a caller frame just sent; `speech` None means barge-in audio (not the turn)."""
         self.report.frames_sent += 1
         self.report.bytes_sent += nbytes
+        self.last_media = self.now()
         if speech:
             self.report.speech_end = self.now()
+        elif speech is None:
+            self.report.barge_in_ended = self.now()
 
     def sent_dtmf(self, digit: str) -> None:
         self.report.dtmf_sent.append(digit)
@@ -245,12 +294,15 @@ Script = Callable[[PlivoCall], Awaitable[None]]
 
 
 class _WavCaller:
-    """The script of `simulate`: start, the caller's audio and DTMF, then an optional barge-in."""
+    """The script of `simulate`: start, the caller's audio and DTMF, then an optional barge-in.
+
+    Media never stops while the call is up: silence fills every 20 ms slot the clip does not.
+    """
 
     def __init__(self, config: SimulateConfig) -> None:
         self.config = config
         self.fmt = config.media_format
-        self.chunk = 0
+        self.silent = codec.silence(self.fmt, self.fmt.frame_bytes())
 
     async def __call__(self, call: PlivoCall) -> None:
         c = self.config
@@ -265,13 +317,13 @@ class _WavCaller:
         )
         await call.send(start.to_json())
         call.mark("start")
-        index = await self._speak(call)
+        await self._speak(call)
         if c.barge_in_at is not None:
-            await self._barge_in(call, index, c.barge_in_at)
+            await self._barge_in(call, c.barge_in_at)
         call.mark("caller-done")
 
-    async def _speak(self, call: PlivoCall) -> int:
-        """Stream the caller's audio (and DTMF) on an absolute 20 ms schedule; returns frames."""
+    async def _speak(self, call: PlivoCall) -> None:
+        """Stream the caller's audio (and DTMF) on an absolute 20 ms schedule."""
         frames = codec.frames(self.config.audio, self.fmt) if self.config.audio else []
         speech = [_is_speech(f, self.fmt) for f in frames]
         if frames and not any(speech):
@@ -282,14 +334,13 @@ class _WavCaller:
             while dtmf and dtmf[0][1] <= index * FRAME_MS / 1000:
                 await self._send_dtmf(call, dtmf.pop(0)[0])
             if index < len(frames):
-                await self._send_frame(call, frames[index], index, speech[index])
+                await call.send_frame(frames[index], speech=speech[index])
+            else:  # keys pressed after the clip: the line carries silence meanwhile
+                await call.send_frame(self.silent, speech=False)
             index += 1
-            await call.sleep_until(index * call.interval)
-        return index
 
-    async def _barge_in(self, call: PlivoCall, index: int, at: float) -> None:
+    async def _barge_in(self, call: PlivoCall, at: float) -> None:
         """Send silence until `at` s into the bot's reply, then talk over it."""
-        silent = codec.silence(self.fmt, self.fmt.frame_bytes())
         give_up = call.now() + self.config.reply_timeout / self.config.speed
         while True:
             begun = reply_started(call.report)
@@ -300,30 +351,23 @@ class _WavCaller:
                     f"no reply within {self.config.reply_timeout:g} s: barge-in skipped"
                 )
                 return
-            await self._send_frame(call, silent, index, False)
-            index += 1
-            await call.sleep_until(index * call.interval)
-        audio = self.config.barge_in_audio or synth.default_caller_audio(self.fmt)
+            await call.send_frame(self.silent, speech=False)
+        audio = self.config.barge_in_audio or synth.default_barge_in_audio(self.fmt)
         call.report.barge_in_started = call.now()
         call.mark("barge-in")
         for frame in codec.frames(audio, self.fmt):
-            await self._send_frame(call, frame, index, None)
-            call.report.barge_in_ended = call.now()
-            index += 1
-            await call.sleep_until(index * call.interval)
-
-    async def _send_frame(
-        self, call: PlivoCall, frame: bytes, index: int, speech: bool | None
-    ) -> None:
-        self.chunk += 1
-        stamp = str(call.t0_ms + index * FRAME_MS)
-        media = Media(self.config.stream_id, "inbound", stamp, frame, self.chunk, call.next_seq())
-        await call.send(media.to_json())
-        call.sent_media(len(frame), speech=speech)
+            await call.send_frame(frame, speech=None)
 
     async def _send_dtmf(self, call: PlivoCall, digit: str) -> None:
         stamp = str(int(time.time() * 1000))
-        dtmf = Dtmf(self.config.stream_id, digit, "inbound", stamp, call.next_seq())
+        dtmf = Dtmf(
+            self.config.stream_id,
+            digit,
+            "inbound",
+            stamp,
+            call.next_seq(),
+            self.config.extra_headers,
+        )
         await call.send(dtmf.to_json())
         call.sent_dtmf(digit)
 
@@ -343,7 +387,8 @@ async def run_call(config: SimulateConfig) -> CallReport:
     """Run one simulated call to the end and report it."""
     ws = await open_stream(config.url, config.auth_token, config.open_timeout)
     report = CallReport(config.call_id, config.stream_id, config.media_format, speed=config.speed)
-    call = PlivoCall(ws, report)
+    report.barge_in_at = config.barge_in_at
+    call = PlivoCall(ws, report, config.extra_headers)
     return await converse(
         call, _WavCaller(config), linger=config.linger, send_stop=config.send_stop
     )
@@ -373,9 +418,7 @@ async def open_stream(url: str, auth_token: str | None, open_timeout: float) -> 
             compression=None,
         )
     except InvalidStatus as exc:
-        status = exc.response.status_code
-        cls = ConfigError if status in (401, 403) else NetworkError
-        raise cls(f"{url} refused the WebSocket upgrade with HTTP {status}") from None
+        raise _refusal(url, exc, signed=bool(headers)) from None
     except InvalidHandshake as exc:
         raise NetworkError(f"{url}: WebSocket handshake failed: {exc}") from None
     except (OSError, asyncio.TimeoutError) as exc:
@@ -392,7 +435,7 @@ async def converse(
     try:
         with contextlib.suppress(ConnectionClosed):
             await script(call)
-            await _wait_or_done(call, linger / max(call.report.speed, 1e-6))
+            await call.send_silence(linger)
             await call.hang_up(send_stop)
         await asyncio.wait_for(asyncio.shield(receiver), 5)
     finally:
@@ -411,17 +454,39 @@ async def converse(
     return report
 
 
-async def _wait_or_done(call: PlivoCall, seconds: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(call.done.wait(), seconds)
-
-
 def _closed_by_server(ws: ClientConnection) -> bool:
     received = ws.protocol.close_rcvd
     sent = ws.protocol.close_sent
     if received is None:
         return False
     return bool(ws.protocol.close_rcvd_then_sent) or sent is None
+
+
+def _refusal(url: str, exc: InvalidStatus, *, signed: bool) -> PstreamError:
+    """Say what an HTTP answer to the upgrade means: a refused path is not a bad signature."""
+    response = exc.response
+    status = response.status_code
+    said = f"HTTP {status} {response.reason_phrase}".rstrip()
+    body = response.body.decode("utf-8", "replace").strip().splitlines() if response.body else []
+    detail = f" ({body[0][:120]})" if body else ""
+    head = f"{url} answered the WebSocket upgrade with {said}{detail}"
+    if status == 404:
+        return UsageError(f"{head}: nothing serves WebSockets at that path; check the URL's path")
+    if status in (401, 403):
+        if not signed:
+            why = "the upgrade was not signed (no auth token): set PLIVO_AUTH_TOKEN or --auth-token"
+            return ConfigError(
+                f"{head}: the server refused the connection; {why} if it checks "
+                "Plivo's signature, else check the path and the server's rules"
+            )
+        return ConfigError(
+            f"{head}: the server refused the connection before the stream; if it checks Plivo's "
+            "signature at the upgrade, check the auth token and the URL it signs (http(s):// "
+            "form), else the path and the server's access rules"
+        )
+    if 400 <= status < 500:
+        return UsageError(f"{head}: the server refused this request; check the URL")
+    return NetworkError(f"{head}: the server failed")
 
 
 def _upgrade_headers(url: str, auth_token: str | None) -> dict[str, str]:

@@ -25,7 +25,7 @@ DEMO_EPILOG = "Example: pstream demo --dir demo-call/   (then: aplay demo-call/*
 DEMO_TOKEN = "pstream-demo-token"  # a throwaway token: both ends of the demo are local
 DIGIT = "5"
 LISTEN_SECONDS = 1.5  # the caller listens to the greeting before speaking
-DTMF_AT = 2.5  # seconds into the call: just after the caller has spoken
+DTMF_AFTER = 0.3  # seconds after the caller has spoken, the key press
 LINGER = 1.2
 PLAYERS = (
     ("aplay", "aplay {}"),
@@ -69,6 +69,14 @@ def demo(
         _print_result(where, report, files)
         if page is not None:
             output.status(f"see the call: {_escape(str(page))}  (open it in a browser)")
+    _require_reply(report)
+
+
+def _require_reply(report: CallReport) -> None:
+    """The demo holds its own bot to what `simulate --require-reply` holds yours (exit 9)."""
+    from plivo_stream_cli.commands.simulate_cmd import finish_quietly
+
+    finish_quietly([report], require_reply=True)
 
 
 def _write_page(files: list[dict[str, Any]]) -> Path | None:
@@ -138,7 +146,7 @@ async def run_demo(
         audio=codec.encode(caller_pcm(rate), MULAW_8K),
         auth_token=DEMO_TOKEN,
         speed=speed,
-        dtmf=[(DIGIT, DTMF_AT)],
+        dtmf=[(DIGIT, len(caller_pcm(rate)) / 2 / rate + DTMF_AFTER)],
         linger=LINGER,
     )
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
+from plivo_stream_cli.commands.simulate_cmd import REQUIRE_REPLY
 
 REPLAY_EPILOG = (
     "Example: pstream replay calls/CA123_ST456.jsonl ws://127.0.0.1:9000/stream "
@@ -40,6 +41,7 @@ def replay(
     strict: bool = typer.Option(
         False, "--strict", help="Exit 7 when the server breaks the protocol."
     ),
+    require_reply: bool = REQUIRE_REPLY,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Replay a recorded call with its original timing, answering checkpoints and clears."""
@@ -65,4 +67,5 @@ def replay(
     if record_reply is not None:
         save_reply(record_reply, report)
         output.status(f"reply recorded to {record_reply} ({report.received_seconds:.2f} s)")
-    finish([report], {"first_audio_ms": max_first_audio_ms}, json_out=json_out, strict=strict)
+    limits = {"first_audio_ms": max_first_audio_ms}
+    finish([report], limits, json_out=json_out, strict=strict, require_reply=require_reply)

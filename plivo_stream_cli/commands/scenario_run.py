@@ -219,16 +219,22 @@ def finish_ci(
     scenario_doc: Scenario | None,
     json_out: bool,
     strict: bool,
+    require_reply: bool = False,
 ) -> None:
-    """Summarize (assertions, baseline), write JUnit and the baseline, print, then exit."""
+    """Summarize (assertions, baseline), write JUnit and the baseline, print, then exit.
+
+    As `simulate_cmd.finish`: a refused call exits 3, a protocol break with --strict 7, a failed
+    assertion, threshold or baseline 8, a silent bot (--require-reply) or a barge-in never
+    cleared 9; `passed` always agrees."""
     from plivo_stream_cli import baseline
     from plivo_stream_cli.adapters.scenario_runner import summarize_run
     from plivo_stream_cli.commands.simulate_cmd import _exit_for, _report_checks, _verbose_timelines
     from plivo_stream_cli.console import output
-    from plivo_stream_cli.errors import CheckFailed
-    from plivo_stream_cli.metrics import render_text
+    from plivo_stream_cli.errors import CheckFailed, NoReply
+    from plivo_stream_cli.metrics import failures, render_text
 
-    summary = summarize_run(reports, results, checks, identity, scenario_doc)
+    failed = failures(reports, strict=strict, require_reply=require_reply)
+    summary = summarize_run(reports, results, checks, identity, scenario_doc, failed)
     deltas: list[baseline.Delta] = []
     if o.baseline is not None:
         saved = o.extra.get("baseline_doc") or read_baseline(o.baseline)
@@ -259,7 +265,8 @@ def finish_ci(
             output.data(line)
         for line in _ci_lines(summary, results):
             output.data(line)
-    _exit_for(reports, strict)
+    serious = [f for f in failed if f.kind in ("refused", "protocol")]
+    _exit_for(serious, [])
     _report_checks(checks)
     problems = [c.describe() for c in checks if not c.passed]
     if results is not None:
@@ -268,6 +275,8 @@ def finish_ci(
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise CheckFailed(problems[0] + more)
+    if failed:
+        raise NoReply("; ".join(f.message for f in failed))
 
 
 def _plain(call: dict[str, Any]) -> dict[str, Any]:

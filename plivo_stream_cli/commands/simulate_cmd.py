@@ -13,13 +13,20 @@ from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
 if TYPE_CHECKING:
     from plivo_stream_cli.callreport import CallReport
-    from plivo_stream_cli.metrics import Check
+    from plivo_stream_cli.metrics import Check, Failure
 
 SIMULATE_EPILOG = (
     "Example: pstream simulate ws://127.0.0.1:8080/stream --audio hello.wav --dtmf '5@1.5' "
     "--barge-in-at 0.5 --max-first-audio-ms 800 --max-clear-ms 300 --repeat 10 --json"
 )
 CI_PANEL = "Scenarios and CI"
+
+
+REQUIRE_REPLY = typer.Option(
+    False,
+    "--require-reply",
+    help="Exit 9 when a call gets no reply after the caller's speech (a silent bot fails).",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +45,7 @@ def simulate(
         None, "--dtmf", help="Digits to press at given seconds, e.g. '5@1.5,#@3'."
     ),
     extra_headers: str = typer.Option(
-        "", "--extra-headers", help="extra_headers of the start event, e.g. 'a=1;b=2'."
+        "", "--extra-headers", help="extra_headers of start, media and dtmf, e.g. 'a=1;b=2'."
     ),
     send_stop: bool = typer.Option(
         False, "--send-stop", help="Send a stop event before closing (Plivo's docs don't)."
@@ -70,6 +77,7 @@ def simulate(
     strict: bool = typer.Option(
         False, "--strict", help="Exit 7 when the server breaks the protocol."
     ),
+    require_reply: bool = REQUIRE_REPLY,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     report_page: Path | None = typer.Option(
         None, "--report", help="Also write the run as an HTML page (see pstream report)."
@@ -168,12 +176,22 @@ def simulate(
         for _ in range(repeat - 1)
     ]
     if ci.wanted:
-        _run_ci(configs, ci, barge_in_at, concurrency, limits, record_reply, json_out, strict)
+        _run_ci(
+            configs, ci, barge_in_at, concurrency, limits, record_reply, json_out, strict,
+            require_reply,
+        )  # fmt: skip
         return
     reports = asyncio.run(run_calls(configs, concurrency))
     if record_reply is not None:
         _write_replies(record_reply, reports)
-    finish(reports, limits, json_out=json_out, strict=strict, report_page=report_page)
+    finish(
+        reports,
+        limits,
+        json_out=json_out,
+        strict=strict,
+        report_page=report_page,
+        require_reply=require_reply,
+    )
 
 
 def _run_scenario(
@@ -218,6 +236,7 @@ def _run_ci(
     record_reply: Path | None,
     json_out: bool,
     strict: bool,
+    require_reply: bool,
 ) -> None:
     """A plain call with impairment, a baseline or JUnit."""
     import asyncio
@@ -226,7 +245,13 @@ def _run_ci(
     from plivo_stream_cli.commands import scenario_run
 
     impairment, seed = scenario_run.network(ci)
-    given = {"limits": limits, "record_reply": record_reply, "json_out": json_out, "strict": strict}
+    given = {
+        "limits": limits,
+        "record_reply": record_reply,
+        "json_out": json_out,
+        "strict": strict,
+        "require_reply": require_reply,
+    }
     if impairment.active:
         parsed, results, identity = scenario_run.run_impaired_calls(
             configs, ci, barge_in_at, concurrency
@@ -239,8 +264,9 @@ def _run_ci(
     identity = scenario_run.plain_identity(configs, barge_in_at, seed)
     checks = _checks(reports, limits)
     scenario_run.finish_ci(
-        reports, None, checks, identity, ci, scenario_doc=None, json_out=json_out, strict=strict
-    )
+        reports, None, checks, identity, ci, scenario_doc=None, json_out=json_out, strict=strict,
+        require_reply=require_reply,
+    )  # fmt: skip
 
 
 def _finish_results(
@@ -266,6 +292,7 @@ def _finish_results(
         scenario_doc=None if plain else parsed,
         json_out=given["json_out"],
         strict=given["strict"],
+        require_reply=given.get("require_reply", False),
     )
 
 
@@ -283,15 +310,21 @@ def finish(
     json_out: bool,
     strict: bool,
     report_page: Path | None = None,
+    require_reply: bool = False,
 ) -> None:
-    """Print the run's summary, then exit as the calls and the thresholds say (shared by replay)."""
+    """Print the run's summary, then exit as the calls and the thresholds say (shared by replay).
+
+    The exit code and `passed` always agree: a refused call (1008) exits 3, a protocol break
+    with --strict 7, a missed threshold 8, a silent bot (--require-reply) or a barge-in never
+    cleared 9.
+    """
     from plivo_stream_cli.console import output
-    from plivo_stream_cli.errors import CheckFailed
-    from plivo_stream_cli.metrics import check, render_text, run_summary, summarize
+    from plivo_stream_cli.metrics import check, failures, render_text, run_summary, summarize
 
     per_call = [summarize(r)["metrics"] for r in reports]
     checks = [check(per_call, name, limit) for name, limit in limits.items() if limit is not None]
-    summary = run_summary(reports, checks)
+    failed = failures(reports, strict=strict, require_reply=require_reply)
+    summary = run_summary(reports, checks, failed)
     _verbose_timelines(reports)
     if report_page is not None:
         from rich.markup import escape
@@ -304,11 +337,36 @@ def finish(
     else:
         for line in render_text(summary):
             output.data(line)
-    _exit_for(reports, strict)
+    _exit_for(failed, checks)
+
+
+def finish_quietly(reports: list[CallReport], *, require_reply: bool) -> None:
+    """Exit as `finish` would, without printing a summary (for commands that print their own)."""
+    from plivo_stream_cli.console import output
+    from plivo_stream_cli.metrics import failures, silence_note
+
+    for report in reports:
+        note = silence_note(report)
+        if note and not report.rejected:
+            output.warn(f"no reply: {note}")
+    _exit_for(failures(reports, require_reply=require_reply), [])
+
+
+def _exit_for(failed: list[Failure], checks: list[Check]) -> None:
+    """Raise the error of the most serious failure, if any (after listing passed checks)."""
+    from plivo_stream_cli.errors import CheckFailed, ConfigError, NoReply, ProtocolViolation
+
+    kinds = {f.kind: f.message for f in failed}
+    if "refused" in kinds:
+        raise ConfigError(kinds["refused"])
+    if "protocol" in kinds:
+        raise ProtocolViolation(kinds["protocol"])
     _report_checks(checks)
-    failed = [c for c in checks if not c.passed]
+    missed = [c for c in checks if not c.passed]
+    if missed:
+        raise CheckFailed("; ".join(c.describe() for c in missed))
     if failed:
-        raise CheckFailed("; ".join(c.describe() for c in failed))
+        raise NoReply("; ".join(f.message for f in failed))
 
 
 def _verbose_timelines(reports: list[CallReport]) -> None:
@@ -346,16 +404,3 @@ def _write_replies(path: Path, reports: list[CallReport]) -> None:
         target = path if len(reports) == 1 else path.with_stem(f"{path.stem}-{number}")
         save_reply(target, report)
         output.status(f"reply recorded to {target} ({report.received_seconds:.2f} s)")
-
-
-def _exit_for(reports: list[CallReport], strict: bool) -> None:
-    from plivo_stream_cli.errors import ConfigError, ProtocolViolation
-
-    for report in reports:
-        if report.rejected and not report.play_messages and report.frames_sent <= 1:
-            raise ConfigError(
-                f"the server closed the stream with 1008 ({report.close_reason or 'policy'}): "
-                "check the auth token and the URL it signs"
-            )
-        if strict and report.violations:
-            raise ProtocolViolation(f"the server broke the protocol: {report.violations[0]}")

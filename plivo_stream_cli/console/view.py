@@ -57,7 +57,7 @@ class StreamView:
             ("media", f"{snap.get('media', 0)} packets  {rate:.0f}/s"),
             (
                 "sequence",
-                f"gaps {snap.get('gaps', 0)}  duplicates {snap.get('duplicates', 0)}  "
+                f"gaps {_or_unknown(snap.get('gaps', 0))}  duplicates {snap.get('duplicates', 0)}  "
                 f"reordered {snap.get('reorders', 0)}",
             ),
             ("level", meter(float(snap.get("level", -96.0)))),
@@ -97,3 +97,7 @@ def meter(dbfs: float) -> Text:
     bar.append("░" * (METER_WIDTH - filled), style="dim")
     bar.append(f" {dbfs:6.1f} dBFS")
     return bar
+
+
+def _or_unknown(value: object) -> object:
+    return "unknown" if value is None else value  # no sequence numbers: nothing to count
