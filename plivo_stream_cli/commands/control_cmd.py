@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add, resolve_token
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ CHECKPOINT_EPILOG = "Example: pstream checkpoint after-greeting"
 STREAMS_EPILOG = "Example: pstream streams --json | jq -r '.[].stream'"
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, tail, "tail", epilog=TAIL_EPILOG)
     add(app, play, "play", epilog=PLAY_EPILOG)
     add(app, clear, "clear", epilog=CLEAR_EPILOG)

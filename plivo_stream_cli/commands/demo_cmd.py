@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ PLAYERS = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, demo, "demo", epilog=DEMO_EPILOG)
 
 

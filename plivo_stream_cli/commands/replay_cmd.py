@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 
 REPLAY_EPILOG = (
@@ -14,7 +15,7 @@ REPLAY_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, replay, "replay", epilog=REPLAY_EPILOG)
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from plivo_stream_cli import output
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import AUTH_TOKEN_HELP, JSON_OPTION, add, resolve_token
 from plivo_stream_cli.commands.stream_options import (
     AUDIO_TRACK,
@@ -82,7 +83,7 @@ START_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, stop, "stop", epilog=STOP_EPILOG)
     add(app, get, "get", epilog=GET_EPILOG)
     add(app, start, "start", epilog=START_EPILOG)

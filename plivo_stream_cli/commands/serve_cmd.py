@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.rest_cmd import API_URL_OPTION, AUTH_ID_OPTION
 from plivo_stream_cli.commands.stream_options import (
@@ -34,7 +35,7 @@ SERVE_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, serve, "serve", epilog=SERVE_EPILOG)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from plivo_stream_cli import output
-from plivo_stream_cli.commands.base import Group
+from plivo_stream_cli.commands.base import Group, Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CallbackMethod
 from plivo_stream_cli.errors import CheckFailed, UsageError
@@ -34,18 +34,22 @@ PARAM_OPTION: Any = typer.Option(
 )
 
 
-def register(app: typer.Typer) -> None:
+SIGNATURE_HELP = "Make or check Plivo's X-Plivo-Signature-V3 headers, e.g. to curl your own server."
+
+
+def register(app: Registry) -> None:
     sig_app = typer.Typer(
         name="signature",
-        help="Make or check Plivo's X-Plivo-Signature-V3 headers, e.g. to curl your own server.",
+        help=SIGNATURE_HELP,
         no_args_is_help=True,
         rich_markup_mode=None,
         cls=Group,
+        add_completion=False,
         epilog="Example: pstream signature sign wss://example.com/stream",
     )
     add(sig_app, sign, "sign")
     add(sig_app, check, "check")
-    app.add_typer(sig_app, name="signature")
+    app.add_typer(sig_app, name="signature", help=SIGNATURE_HELP)
 
 
 def sign(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
@@ -21,7 +22,7 @@ SIMULATE_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, simulate, "simulate", epilog=SIMULATE_EPILOG)
 
 
