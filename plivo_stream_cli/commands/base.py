@@ -59,13 +59,24 @@ def one_line(exc: Exception) -> Exception:
     if not isinstance(exc, _USAGE_ERROR) or type(exc).show is not _USAGE_ERROR.show:
         return exc
     param = getattr(exc, "param", None)
-    message = str(getattr(exc, "message", exc))
+    message = _choice(str(getattr(exc, "message", exc)).removeprefix("Value error, "))
     if param is not None and type(exc).__name__ == "BadParameter":
         text = f"{flag_name(param)}: {message}"
     else:
         text = exc.format_message()
     text = _SPACES.sub(" ", text.replace("\n\t", " ").strip()).replace("Choose from: ", "")
     return OneLineUsageError(f"{text} (see pstream {_command_path(exc)} --help)")
+
+
+_NOT_ONE_OF = re.compile(r"^(.*?) is not (?:one of )?(.*?)\.?$")
+
+
+def _choice(message: str) -> str:
+    """Typer's and click's "'PUT' is not one of 'get', 'post'." as "accepts ... (got 'PUT')"."""
+    match = _NOT_ONE_OF.match(message)
+    if match is None or "'" not in match.group(2):
+        return message
+    return f"accepts {match.group(2)} (got {match.group(1)})"
 
 
 def _command_path(exc: Exception) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from plivo_stream_cli import output
+from plivo_stream_cli.commands import values
 from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import AUTH_TOKEN_HELP, JSON_OPTION, add, resolve_token
 from plivo_stream_cli.commands.stream_options import (
@@ -53,20 +54,28 @@ API_URL_OPTION: Any = typer.Option(
     show_default=False,
     rich_help_panel=API_PANEL,
 )
-TIMEOUT_OPTION: Any = typer.Option(
-    10.0, "--timeout", help="Seconds to wait for each HTTP request.", rich_help_panel=API_PANEL
+TIMEOUT_OPTION: Any = values.number_option(
+    10.0,
+    "--timeout",
+    what="seconds",
+    low=0.0,
+    high=600.0,
+    above_low=True,
+    metavar="SECONDS",
+    help="Seconds to wait for each HTTP request.",
+    rich_help_panel=API_PANEL,
 )
-RETRIES_OPTION: Any = typer.Option(
+RETRIES_OPTION: Any = values.count_option(
     3,
     "--retries",
-    min=0,
+    low=0,
+    high=100,
     help="Retries of GET/DELETE after a 429, a 5xx or a network error.",
     rich_help_panel=API_PANEL,
 )
-RETRY_WAIT_OPTION: Any = typer.Option(
+RETRY_WAIT_OPTION: Any = values.seconds_option(
     0.5,
     "--retry-wait",
-    min=0.0,
     help="Seconds before the first retry, doubling each time (a Retry-After wins; 30 s at most).",
     rich_help_panel=API_PANEL,
 )

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from plivo_stream_cli import output
+from plivo_stream_cli.commands import values
 from plivo_stream_cli.commands.base import Group, Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CallbackMethod
@@ -16,7 +17,10 @@ from plivo_stream_cli.errors import CheckFailed, UsageError
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 URL_ARGUMENT: Any = typer.Argument(
-    ..., help="The URL Plivo requests (ws(s):// is signed in its http(s) form, as Plivo does)."
+    ...,
+    metavar="URL",
+    parser=values.url_parser(values.SIGNED_SCHEMES),
+    help="The URL Plivo requests (ws(s):// is signed in its http(s) form, as Plivo does).",
 )
 METHOD_OPTION: Any = typer.Option(
     CallbackMethod.GET,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands import values
 from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
@@ -27,13 +28,18 @@ def register(app: Registry) -> None:
 
 
 def simulate(
-    url: str = typer.Argument(..., help="ws:// or wss:// URL of the stream server to test."),
+    url: str = typer.Argument(
+        ...,
+        metavar="URL",
+        parser=values.url_parser(values.WS_SCHEMES),
+        help="ws:// or wss:// URL of the stream server to test.",
+    ),
     audio: Path | None = typer.Option(
         None, "--audio", help="The caller's audio (any PCM WAV; converted). Default: built-in clip."
     ),
     content_type: ContentType = CONTENT_TYPE,
     auth_token: str | None = auth_token_option(),
-    speed: float = typer.Option(1.0, "--speed", help="Send N times faster than real time."),
+    speed: float = values.speed_option(1.0, "--speed", help="Send N times faster than real time."),
     dtmf: str | None = typer.Option(
         None, "--dtmf", help="Digits to press at given seconds, e.g. '5@1.5,#@3'."
     ),
@@ -43,10 +49,10 @@ def simulate(
     send_stop: bool = typer.Option(
         False, "--send-stop", help="Send a stop event before closing (Plivo's docs don't)."
     ),
-    linger: float = typer.Option(
+    linger: float = values.seconds_option(
         2.0, "--linger", help="Seconds to stay on the call after the caller's audio ends."
     ),
-    barge_in_at: float | None = typer.Option(
+    barge_in_at: float | None = values.seconds_option(
         None,
         "--barge-in-at",
         help="Talk over the bot's reply SECONDS after it begins (measures clear_ms).",
@@ -54,15 +60,17 @@ def simulate(
     barge_in_audio: Path | None = typer.Option(
         None, "--barge-in-audio", help="What the caller says at barge-in. Default: built-in clip."
     ),
-    max_first_audio_ms: float | None = typer.Option(
+    max_first_audio_ms: float | None = values.ms_option(
         None, "--max-first-audio-ms", help="Exit 8 if any call's time to first audio exceeds N."
     ),
-    max_clear_ms: float | None = typer.Option(
+    max_clear_ms: float | None = values.ms_option(
         None, "--max-clear-ms", help="Exit 8 if any call's barge-in-to-clearAudio exceeds N."
     ),
-    repeat: int = typer.Option(1, "--repeat", min=1, help="Run N calls (fresh ids each)."),
-    concurrency: int = typer.Option(
-        1, "--concurrency", min=1, help="Run at most N of the calls at the same time."
+    repeat: int = values.count_option(
+        1, "--repeat", high=100_000, help="Run N calls (fresh ids each)."
+    ),
+    concurrency: int = values.count_option(
+        1, "--concurrency", high=10_000, help="Run at most N of the calls at the same time."
     ),
     record_reply: Path | None = typer.Option(
         None, "--record-reply", help="Write the audio the server sent back to this WAV."
@@ -84,8 +92,7 @@ def simulate(
 
     if max_clear_ms is not None and barge_in_at is None:
         raise UsageError("--max-clear-ms needs --barge-in-at (the caller must talk over the bot)")
-    if speed <= 0:
-        raise UsageError(f"--speed must be positive, got {speed:g}")
+    check_reply_path(record_reply)
     fmt = MediaFormat.from_content_type(content_type.value)
     config = SimulateConfig(
         url=url,
@@ -93,7 +100,7 @@ def simulate(
         media_format=fmt,
         auth_token=resolve_token(auth_token, required=False),
         speed=speed,
-        dtmf=parse_dtmf_schedule(dtmf or ""),
+        dtmf=values.check_dtmf(parse_dtmf_schedule(dtmf or "")),
         extra_headers=extra_headers,
         send_stop=send_stop,
         linger=linger,
@@ -158,6 +165,18 @@ def _report_checks(checks: list[Check]) -> None:
     for item in checks:
         if item.passed:
             output.status(f"[green]pass[/green] {item.describe()}")
+
+
+def check_reply_path(path: Path | None) -> None:
+    """Refuse a --record-reply path that cannot be written, before any call is made."""
+    from plivo_stream_cli.errors import UsageError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"--record-reply: {path} is a directory: give a file name, e.g. reply.wav")
+    if not path.parent.is_dir():
+        raise UsageError(f"--record-reply: the directory {path.parent} does not exist")
 
 
 def _caller_audio(path: Path, fmt: Any) -> bytes:
