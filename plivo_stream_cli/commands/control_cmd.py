@@ -353,18 +353,19 @@ _COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], object]], ...] = (
 
 
 def _print_streams(snapshots: list[dict[str, Any]]) -> None:
-    import sys
 
     from rich import box
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from plivo_stream_cli import output
+    from plivo_stream_cli.feed import printable
 
+    rows = [[printable(str(cell(snap))) for _, cell in _COLUMNS] for snap in snapshots]
+    if not output.is_terminal():  # piped: TSV, one stream a line, ids whole
+        output.tsv([name for name, _ in _COLUMNS], rows)
+        return
     table = Table(*(name for name, _ in _COLUMNS), header_style="bold", box=box.SIMPLE)
-    for snap in snapshots:
-        table.add_row(*(str(cell(snap)) for _, cell in _COLUMNS))
-    if output.is_terminal():
-        output.console().print(table)
-    else:  # piped: never squeeze the ids into 80 columns
-        Console(file=sys.stdout, width=10_000, color_system=None, highlight=False).print(table)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    output.console().print(table)

@@ -6,7 +6,6 @@ other REST commands (Application, Call) share them. httpx is imported only when 
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -245,20 +244,22 @@ def start(
 
 
 def _print_json(response: ApiResponse) -> None:
-    """The API's body exactly as sent; `{}` stands for an empty 204."""
+    """The API's body exactly as sent; `{}` stands for an empty 204.
+
+    A body that is not JSON is an API error here too (exit 5), as it is without --json.
+    """
+    response.json()
     output.data(response.text if response.text.strip() else "{}")
 
 
 def _print_table(table: StreamTable) -> None:
     from rich import box
-    from rich.console import Console
     from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
-    if not output.is_terminal():
-        # Piped: rich would squeeze the table into 80 columns and cut the ids; print it whole.
-        piped = Console(file=sys.stdout, width=10_000, color_system=None, highlight=False)
-        piped.print(_wide_table(Table, table, box.SIMPLE))
+    if not output.is_terminal():  # piped: TSV, one stream a line, ids whole
+        output.tsv(table.columns, table.rows)
         return
     console = output.console()
     wide = _wide_table(Table, table, box.HEAVY_HEAD)
@@ -272,12 +273,14 @@ def _print_table(table: StreamTable) -> None:
         record.add_column(style="bold", no_wrap=True)
         record.add_column(overflow="fold")
         for name, cell in zip(table.columns, row, strict=True):
-            record.add_row(name, cell)
+            record.add_row(name, Text(cell))
         console.print(record)
 
 
 def _wide_table(table_type: Any, table: StreamTable, style: Any) -> Any:
+    from rich.text import Text
+
     wide = table_type(*table.columns, header_style="bold", box=style)
     for row in table.rows:
-        wide.add_row(*row)
+        wide.add_row(*(Text(cell) for cell in row))  # API text, never rich markup
     return wide

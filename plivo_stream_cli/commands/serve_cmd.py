@@ -49,7 +49,7 @@ def serve(
         None,
         "--public-url",
         metavar="URL",
-        parser=values.url_parser(values.SIGNED_SCHEMES),
+        parser=values.url_parser(values.PUBLIC_SCHEMES),
         help="The public URL Plivo dials (e.g. https://abc.ngrok.app): signatures are "
         "checked against it. Default: built from the Host header.",
     ),

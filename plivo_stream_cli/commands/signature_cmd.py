@@ -19,7 +19,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 URL_ARGUMENT: Any = typer.Argument(
     ...,
     metavar="URL",
-    parser=values.url_parser(values.SIGNED_SCHEMES),
+    parser=values.url_parser(values.ANY_SCHEME),
     help="The URL Plivo requests (ws(s):// is signed in its http(s) form, as Plivo does).",
 )
 METHOD_OPTION: Any = typer.Option(

@@ -116,6 +116,8 @@ def url_problem(value: str, schemes: tuple[str, ...]) -> str | None:
         host = parts.hostname
     except ValueError as exc:
         return f"{value!r} is not a valid URL ({exc})"
+    if not schemes:
+        return None  # only the form is checked here; the caller says which schemes it takes
     if parts.scheme.lower() not in schemes:
         return f"accepts a {listed} URL (got {value!r})"
     if not host:
@@ -152,7 +154,8 @@ def url_parser(schemes: tuple[str, ...]) -> Callable[[Any], Any]:
 
 WS_SCHEMES = ("ws", "wss")
 HTTP_SCHEMES = ("http", "https")
-SIGNED_SCHEMES = ("http", "https", "ws", "wss")
+ANY_SCHEME: tuple[str, ...] = ()
+PUBLIC_SCHEMES = ("http", "https", "ws", "wss")
 
 
 def ms_option(default: Any, *decls: str, **kwargs: Any) -> Any:
