@@ -174,6 +174,8 @@ def serve(
 
     token = resolve_token(auth_token, required=False)
     _check_replay_flags(reject_replays, replay_window, token)
+    exposure = values.exposure(host, token)
+    tunnel = _tunnel(ngrok, ngrok_authtoken, ngrok_domain, ngrok_region, public_url)
     rewire = _application(
         app_id, keep_app, restore_app, auth_id, token, api_url, ngrok or bool(public_url)
     )
@@ -184,7 +186,6 @@ def serve(
         content_type=content_type,
         extra_header=extra_header,
     )
-    tunnel = _tunnel(ngrok, ngrok_authtoken, ngrok_domain, ngrok_region, public_url)
     config = ServeConfig(
         host=host,
         port=port,
@@ -215,6 +216,11 @@ def serve(
         live=not json_feed and output.is_terminal(),
         banner=_banner(config),
     )
+    if exposure:  # loudly: on stderr now, and in the live view's header for as long as it runs
+        from rich.markup import escape
+
+        output.warn(exposure)
+        ui.banner.append(f"[bold yellow]warning:[/bold yellow] {escape(exposure)}")
 
     async def started(srv: StreamServer) -> None:
         ui.banner.insert(0, f"listening on [bold]{srv.local_url}[/bold]  (GET /healthz)")
@@ -267,8 +273,13 @@ def _tunnel(
 
     if public_url:
         raise UsageError("--ngrok and --public-url both set the public URL: pick one")
+    from plivo_stream_cli import output
+    from plivo_stream_cli.tunnel import check_ngrok_token
+
     token = resolve_token(authtoken, required=False, env="NGROK_AUTHTOKEN")
-    return NgrokTunnel(NgrokSettings(authtoken=token, domain=domain, region=region))
+    check_ngrok_token(token)
+    settings = NgrokSettings(authtoken=token, domain=domain, region=region)
+    return NgrokTunnel(settings, on_status=output.status)
 
 
 def _application(

@@ -181,3 +181,35 @@ def check_dtmf(schedule: list[tuple[str, float]]) -> list[tuple[str, float]]:
                 f"{_bounds(0, DAY, False)}"
             )
     return schedule
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` is only reachable from this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # "" (every interface) or a name that may resolve anywhere
+
+
+def exposure(host: str, token: str | None) -> str | None:
+    """The warning for a serve that listens beyond loopback; refused without an auth token."""
+    from plivo_stream_cli.errors import ConfigError
+
+    if is_loopback(host):
+        return None
+    where = "every interface" if host.strip() in ("", "0.0.0.0", "::", "[::]") else repr(host)
+    if not token:
+        raise ConfigError(
+            f"--host {host!r} listens on {where} with signature checks off: anyone who can "
+            "reach this machine could stream to it. Set PLIVO_AUTH_TOKEN, or listen on "
+            "127.0.0.1 behind a tunnel (--ngrok)"
+        )
+    return (
+        f"listening on {where} (--host {host!r}): reachable from other machines; "
+        "only requests signed with your auth token are accepted"
+    )
