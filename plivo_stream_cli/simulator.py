@@ -204,6 +204,9 @@ class PlivoCall:
         except ProtocolError as exc:
             self._violation(str(exc))
             return
+        addressed = getattr(event, "stream_id", None)
+        if addressed and addressed != self.stream_id:  # misdirected: --strict must see it
+            self._violation(f"{event.event} for stream {addressed!r} arrived on {self.stream_id!r}")
         if isinstance(event, PlayAudio):
             self._on_play(event)
         elif isinstance(event, Checkpoint):

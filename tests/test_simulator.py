@@ -398,3 +398,34 @@ def test_cli_clear_threshold_needs_barge_in(caller_wav: Path) -> None:
 def test_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["simulate", "--help"])
     assert result.exit_code == 0 and "Example: pstream simulate" in result.stdout
+
+
+def test_messages_for_another_stream_are_violations_and_strict_exits_7(caller_wav: Path) -> None:
+    """issue 22.5: a checkpoint or clearAudio carrying another stream's streamId."""
+
+    async def bot(ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+        async for message in ws:
+            if json.loads(message)["event"] == "start":
+                await ws.send(Checkpoint("not-this-stream", "elsewhere").to_json())
+                await ws.send(ClearAudio("not-this-stream").to_json())
+
+    report, _ = run(with_bot(bot, SimulateConfig(url="", audio=b"", linger=0.3)))
+    assert len(report.violations) == 2, report.violations
+    assert all("'not-this-stream'" in v for v in report.violations)
+    with bot_in_thread(bot) as url:
+        strict = simulate_cli(url, "--strict", audio=caller_wav)
+        lenient = simulate_cli(url, audio=caller_wav)
+    assert strict.exit_code == 7, strict.output
+    assert "checkpoint for stream 'not-this-stream'" in strict.stderr
+    assert lenient.exit_code == 0, lenient.output
+
+
+def test_messages_for_this_stream_are_no_violations() -> None:
+    async def bot(ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+        async for message in ws:
+            event = json.loads(message)
+            if event["event"] == "start":
+                await ws.send(ClearAudio(event["start"]["streamId"]).to_json())
+
+    report, _ = run(with_bot(bot, SimulateConfig(url="", audio=b"", linger=0.3)))
+    assert report.violations == []
