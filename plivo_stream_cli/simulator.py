@@ -401,13 +401,22 @@ async def run_call(config: SimulateConfig) -> CallReport:
     )
 
 
-async def run_calls(configs: list[SimulateConfig], concurrency: int = 1) -> list[CallReport]:
-    """Run several calls, at most `concurrency` at a time; reports come back in order."""
+async def run_calls(
+    configs: list[SimulateConfig],
+    concurrency: int = 1,
+    on_done: Callable[[CallReport], None] | None = None,
+) -> list[CallReport]:
+    """Run several calls, at most `concurrency` at a time; reports come back in order.
+
+    `on_done` sees each report as its call ends (a progress display)."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(config: SimulateConfig) -> CallReport:
         async with gate:
-            return await run_call(config)
+            report = await run_call(config)
+        if on_done is not None:
+            on_done(report)
+        return report
 
     return list(await asyncio.gather(*(one(c) for c in configs)))
 

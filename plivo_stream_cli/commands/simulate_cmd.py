@@ -3,6 +3,8 @@ the bot's latency, and fail (exit 8) when it misses a threshold."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,11 +113,75 @@ def simulate(
         dataclasses.replace(config, call_id=str(uuid.uuid4()), stream_id=str(uuid.uuid4()))
         for _ in range(repeat - 1)
     ]
-    reports = asyncio.run(run_calls(configs, concurrency))
+    limits = {"first_audio_ms": max_first_audio_ms, "clear_ms": max_clear_ms}
+    with progress_display(len(configs), concurrency, limits) as on_done:
+        reports = asyncio.run(run_calls(configs, concurrency, on_done))
     if record_reply is not None:
         _write_replies(record_reply, reports)
-    limits = {"first_audio_ms": max_first_audio_ms, "clear_ms": max_clear_ms}
     finish(reports, limits, json_out=json_out, strict=strict)
+
+
+class RunProgress:
+    """What a run of many calls has done so far: calls done and failing, running percentiles."""
+
+    def __init__(self, total: int, concurrency: int, limits: dict[str, float | None]) -> None:
+        self.total = total
+        self.concurrency = concurrency
+        self.limits = {name: limit for name, limit in limits.items() if limit is not None}
+        self.done = 0
+        self.failing = 0
+        self.first_audio: list[float] = []
+
+    def add(self, report: CallReport) -> None:
+        from plivo_stream_cli.metrics import summarize
+
+        metrics = summarize(report)["metrics"]
+        self.done += 1
+        if metrics.get("first_audio_ms") is not None:
+            self.first_audio.append(float(metrics["first_audio_ms"]))
+        over = any(
+            isinstance(metrics.get(name), (int, float)) and metrics[name] > limit
+            for name, limit in self.limits.items()
+        )
+        if over or report.violations or report.rejected:
+            self.failing += 1
+
+    def line(self) -> str:
+        running = min(self.concurrency, self.total - self.done)
+        parts = [f"calls {self.done}/{self.total} done", f"{running} running"]
+        parts.append(f"{self.failing} failing")
+        if self.first_audio:
+            ordered = sorted(self.first_audio)
+            p50, p95 = (_percentile(ordered, q) for q in (0.5, 0.95))
+            parts.append(f"first audio p50 {p50:.0f} ms p95 {p95:.0f} ms")
+        return "  ".join(parts)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def progress_display(
+    total: int, concurrency: int, limits: dict[str, float | None]
+) -> Iterator[Callable[[CallReport], None] | None]:
+    """A live progress line on a terminal's stderr for a run of many calls; nothing when piped."""
+    from plivo_stream_cli import output
+
+    if total < 2 or output.VERBOSITY.level < 0 or not output.is_terminal(stderr=True):
+        yield None
+        return
+    from rich.live import Live
+    from rich.text import Text
+
+    progress = RunProgress(total, concurrency, limits)
+    with Live(Text(progress.line()), console=output.console(stderr=True), transient=True) as live:
+
+        def on_done(report: CallReport) -> None:
+            progress.add(report)
+            live.update(Text(progress.line()))
+
+        yield on_done
 
 
 def finish(
