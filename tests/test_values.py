@@ -138,7 +138,8 @@ def test_typer_and_pydantic_messages_become_one_error_line_naming_the_flag() -> 
     assert port.stderr.startswith("error: --port: accepts a port number from 0 to 65535")
     assert "Input should be" not in port.stderr
     unknown = CliRunner().invoke(app, ["serve", "--nope"])
-    assert unknown.exit_code == 2 and unknown.stderr.startswith("error: No such option: --nope")
+    assert unknown.exit_code == 2 and unknown.stderr.startswith("error: No such option")
+    assert "--nope" in unknown.stderr
     assert unknown.stderr.count("\n") == 1 and "Usage:" not in unknown.output
 
 

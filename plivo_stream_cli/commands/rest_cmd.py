@@ -67,6 +67,7 @@ TIMEOUT_OPTION: Any = values.number_option(
 RETRIES_OPTION: Any = values.count_option(
     3,
     "--retries",
+    what="retries",
     low=0,
     high=100,
     help="Retries of GET/DELETE after a 429, a 5xx or a network error.",

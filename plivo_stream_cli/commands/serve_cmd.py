@@ -100,7 +100,8 @@ def serve(
     workers: int = values.count_option(
         1,
         "--workers",
-        high=256,
+        what="processes",
+        high=64,
         help="Serve from N processes sharing the port, for more calls than one core keeps up "
         "with (one process: about 400 real-time calls with --record --json; see "
         "benchmarks/README.md). Feed, control and summary still cover every stream.",

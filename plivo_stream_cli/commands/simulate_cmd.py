@@ -69,10 +69,14 @@ def simulate(
         None, "--max-clear-ms", help="Exit 8 if any call's barge-in-to-clearAudio exceeds N."
     ),
     repeat: int = values.count_option(
-        1, "--repeat", high=100_000, help="Run N calls (fresh ids each)."
+        1, "--repeat", what="calls", high=100_000, help="Run N calls (fresh ids each)."
     ),
     concurrency: int = values.count_option(
-        1, "--concurrency", high=10_000, help="Run at most N of the calls at the same time."
+        1,
+        "--concurrency",
+        what="calls at once",
+        high=10_000,
+        help="Run at most N of the calls at the same time.",
     ),
     record_reply: Path | None = typer.Option(
         None, "--record-reply", help="Write the audio the server sent back to this WAV."

@@ -164,10 +164,13 @@ def ms_option(default: Any, *decls: str, **kwargs: Any) -> Any:
                          metavar="MS", **kwargs)  # fmt: skip
 
 
-def count_option(default: Any, *decls: str, high: int, low: int = 1, **kwargs: Any) -> Any:
-    """A whole number from `low` (default 1) to `high`."""
-    return number_option(default, *decls, what="times" if low == 0 else "items", low=low,
-                         high=high, integer=True, metavar="N", **kwargs)  # fmt: skip
+def count_option(
+    default: Any, *decls: str, what: str, high: int, low: int = 1, **kwargs: Any
+) -> Any:
+    """A whole number of `what` (calls, processes, ...) from `low` (default 1) to `high`."""
+    return number_option(
+        default, *decls, what=what, low=low, high=high, integer=True, metavar="N", **kwargs
+    )
 
 
 def check_dtmf(schedule: list[tuple[str, float]]) -> list[tuple[str, float]]:
