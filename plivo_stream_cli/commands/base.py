@@ -17,11 +17,15 @@ Typer release from the lower bound in pyproject.toml on works.
 from __future__ import annotations
 
 import contextlib
+import enum
 import inspect
 import re
+import types
+import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import typer
 import typer.main
@@ -130,6 +134,76 @@ class LightHelp:
         return self.light_help
 
 
+def plain_values(params: list[Any], callback: Any) -> None:
+    """Convert the values of `callback`'s parameters by pstream's rules, without Typer's.
+
+    Recent Typer releases run every value, even an absent one, through a pydantic-backed
+    coercion: importing pydantic costs more than all of `pstream xml`'s own work. The values
+    pstream takes are plain (text, paths, choices, lists of text, numbers with a `values`
+    parser), so each parameter's public `process_value` converts them directly; a parameter of
+    any other kind keeps Typer's coercion.
+    """
+    try:
+        fn = inspect.unwrap(callback)
+        hints = typing.get_type_hints(fn)
+        infos = {name: p.default for name, p in inspect.signature(fn).parameters.items()}
+    except (TypeError, ValueError, NameError):
+        return
+    for param in params:
+        convert = _converter(hints.get(param.name), infos.get(param.name))
+        if convert is not None and not getattr(param, "is_flag", False):
+            param.process_value = _processor(param, convert)
+
+
+def _converter(annotation: Any, info: Any) -> Callable[[Any], Any] | None:
+    parser = getattr(info, "parser", None)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if parser is not None:
+        return cast(Callable[[Any], Any], parser)
+    if annotation is str:
+        return str
+    if annotation is Path:
+        return Path
+    if typing.get_origin(annotation) is list and typing.get_args(annotation) == (str,):
+        return lambda value: [str(v) for v in value]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _choice_of(annotation, bool(getattr(info, "case_sensitive", True)))
+    return None
+
+
+def _choice_of(kind: type[enum.Enum], case_sensitive: bool) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        for member in kind:
+            given, known = str(value), str(member.value)
+            if given == known or (not case_sensitive and given.lower() == known.lower()):
+                return member
+        choices = ", ".join(repr(m.value) for m in kind)
+        raise typer.BadParameter(f"{value!r} is not one of {choices}.")
+
+    return convert
+
+
+def _processor(param: Any, convert: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
+    typer_way = param.process_value
+
+    def process_value(ctx: Any, value: Any) -> Any:
+        if value is None or (value in ((), []) and (param.multiple or param.nargs != 1)):
+            if param.required:
+                return typer_way(ctx, value)  # Typer's "Missing option" error
+            value = None
+        else:
+            value = convert(value)
+        if param.callback is not None:
+            value = param.callback(ctx, param, value)
+        return value
+
+    return process_value
+
+
 class Command(LightHelp, TyperCommand):
     """A command whose plain help groups options by panel and keeps examples as written."""
 
@@ -138,6 +212,7 @@ class Command(LightHelp, TyperCommand):
         self.help = keep_examples(self.help)
         self.epilog = keep_examples(self.epilog)
         _uniform_metavars(self.params)
+        plain_values(self.params, self.callback)
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
