@@ -143,6 +143,8 @@ def plain_values(params: list[Any], callback: Any) -> None:
     parser), so each parameter's public `process_value` converts them directly; a parameter of
     any other kind keeps Typer's coercion.
     """
+    if not COERCES_WITH_PYDANTIC:
+        return  # Typer before 0.29 converts values with click's types, which cost nothing
     try:
         fn = inspect.unwrap(callback)
         hints = typing.get_type_hints(fn)
@@ -187,6 +189,22 @@ def _choice_of(kind: type[enum.Enum], case_sensitive: bool) -> Callable[[Any], A
     return convert
 
 
+_PLAIN = (str, int, float, Path, enum.Enum, tuple, list)
+
+
+def _typer_version() -> tuple[int, ...]:
+    parts = []
+    for piece in typer.__version__.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+# Typer 0.29 replaced click's conversions (the values its own callback wrapper then turns into
+# enums and paths) with pydantic-backed coercion.
+COERCES_WITH_PYDANTIC = _typer_version() >= (0, 29)
+
+
 def _processor(param: Any, convert: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
     typer_way = param.process_value
 
@@ -195,8 +213,10 @@ def _processor(param: Any, convert: Callable[[Any], Any]) -> Callable[[Any, Any]
             if param.required:
                 return typer_way(ctx, value)  # Typer's "Missing option" error
             value = None
-        else:
+        elif isinstance(value, _PLAIN):
             value = convert(value)
+        else:
+            return typer_way(ctx, value)
         if param.callback is not None:
             value = param.callback(ctx, param, value)
         return value
