@@ -156,3 +156,11 @@ def test_parsers_accept_what_is_in_range() -> None:
     assert parse("2.5") == 2.5 and parse(3) == 3 and parse(None) is None
     assert values.port_parser()("8080") == 8080
     assert values.url_parser(values.WS_SCHEMES)("ws://[::1]:8080/s") == "ws://[::1]:8080/s"
+
+
+def test_an_unknown_command_is_one_line_with_a_suggestion() -> None:
+    result = CliRunner().invoke(app, ["serv"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == "error: no command 'serv'; did you mean serve? (see pstream --help)\n"
+    root = CliRunner().invoke(app, ["xml"])
+    assert root.stderr.endswith("(see pstream xml --help)\n") and "  " not in root.stderr

@@ -69,7 +69,7 @@ def one_line(exc: Exception) -> Exception:
     else:
         text = exc.format_message()
     text = _SPACES.sub(" ", text.replace("\n\t", " ").strip()).replace("Choose from: ", "")
-    return OneLineUsageError(f"{text} (see pstream {_command_path(exc)} --help)")
+    return OneLineUsageError(f"{text} (see {_command_path(exc)} --help)")
 
 
 _NOT_ONE_OF = re.compile(r"^(.*?) is not (?:one of )?(.*?)\.?$")
@@ -85,8 +85,8 @@ def _choice(message: str) -> str:
 
 def _command_path(exc: Exception) -> str:
     ctx = getattr(exc, "ctx", None)
-    path = getattr(ctx, "command_path", "") or ""
-    return " ".join(path.split()[1:]) or "" if path else ""
+    words = str(getattr(ctx, "command_path", "") or "").split()[1:]
+    return " ".join(["pstream", *words])
 
 
 def flag_name(param: Any) -> str:
@@ -342,6 +342,15 @@ class LazyGroup(Group):
         built.name = cmd_name
         self.commands[cmd_name] = built
         return built
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and not args[0].startswith("-") and args[0] not in self.registry.entries:
+            import difflib
+
+            near = difflib.get_close_matches(args[0], self.list_commands(ctx), n=2)
+            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            raise OneLineUsageError(f"no command {args[0]!r}{hint} (see pstream --help)")
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         with self.stand_ins():
