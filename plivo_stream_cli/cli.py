@@ -8,18 +8,19 @@ flags so that parsing them never reaches Typer's pydantic-backed coercion.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
 from plivo_stream_cli import __version__
 from plivo_stream_cli.commands import shellcomplete as completion
-from plivo_stream_cli.commands.base import lazy_group
+from plivo_stream_cli.commands.base import Registry, lazy_group
 from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import ExitCode
 
 # Command modules register on `commands`; the root builds each one only when it is used.
-commands = typer.Typer(rich_markup_mode=None, add_completion=False)
+commands = Registry()
 app = typer.Typer(
     name="pstream",
     cls=lazy_group(commands),
@@ -36,7 +37,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
 )
-completion.enable()
 
 
 def _version(value: bool) -> None:
@@ -76,8 +76,14 @@ _register_commands()
 def main() -> None:
     """Console-script entry point."""
     _print_anything()
+    instruction = os.environ.get(completion.COMPLETE_VAR)
+    if instruction:
+        import typer.main
+
+        code = completion.answer(typer.main.get_command(app), instruction)
+        sys.exit(1 if code is None else code)
     try:
-        app(prog_name=completion.PROG_NAME, complete_var=completion.COMPLETE_VAR)
+        app(prog_name=completion.PROG_NAME)
     except KeyboardInterrupt:  # pragma: no cover - raised outside a command
         sys.exit(int(ExitCode.INTERRUPTED))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from plivo_stream_cli.errors import ApiFailedError, UsageError
+from plivo_stream_cli.feed import printable
 from plivo_stream_cli.streamxml import StreamOptions, format_extra_headers
 
 # (header, keys tried in order); the status column only appears when an object carries one.
@@ -77,7 +78,7 @@ def _cell(obj: Mapping[str, Any], column: str, keys: tuple[str, ...]) -> str:
         return "yes" if value else "no"
     if column == "duration" and isinstance(value, (int, float)):
         return f"{value}s"
-    return str(value)
+    return printable(str(value))  # API text shown as the feed shows it: no bidi or escapes
 
 
 def start_body(options: StreamOptions) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """Stream XML: the `<Stream>` element's options, their validation, and building the XML.
 
-Pure (the plivo SDK's `plivoxml` builder is imported inside `build_xml` so start-up stays fast).
+Pure. The XML is written here by the rules of the plivo SDK's `plivoxml` builder (attribute order,
+`true`/`false`, lxml's escaping and pretty-printing): importing plivoxml loads the whole SDK,
+about 0.6 s for one element. tests/test_streamxml.py holds the output equal to plivoxml's.
 
 extraHeaders rules (Plivo documents only the `key=value;key=value` shape and the 512-byte cap, so
 pstream picks the strict side): keys are 1+ ASCII letters, digits, `_` or `-`; values are
@@ -70,30 +72,58 @@ def build_xml(opts: StreamOptions, *, speak: str | None = None) -> str:
     validate(opts)
     if speak is not None and not speak.strip():
         raise UsageError("--speak needs some text, e.g. --speak 'Connecting you now'")
-    from plivo import plivoxml
-
-    response = plivoxml.ResponseElement()
+    children = []
     if speak is not None:
-        response.add_speak(speak)
-    response.add(plivoxml.StreamElement(opts.url, **_attributes(opts)))
-    return f"{XML_DECLARATION}\n{response.to_string(pretty=True)}"
+        children.append(f"<Speak>{_text(speak)}</Speak>")
+    attrs = "".join(f' {name}="{_attribute(_plivo_value(value))}"' for name, value in
+                    _attributes(opts).items())  # fmt: skip
+    children.append(f"<Stream{attrs}>{_text(opts.url)}</Stream>")
+    body = "".join(f"  {child}\n" for child in children)
+    return f"{XML_DECLARATION}\n<Response>\n{body}</Response>\n"
+
+
+# What XML 1.0 cannot hold at all (lxml refuses it too): C0 controls but tab, CR and LF,
+# lone surrogates, U+FFFE and U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _checked(value: str) -> str:
+    bad = _NOT_XML.search(value)
+    if bad is not None:
+        raise UsageError(f"{value[:40]!r} holds {bad.group()!r}, which XML cannot carry")
+    return value
+
+
+def _text(value: str) -> str:
+    """Element text escaped as lxml escapes it."""
+    escaped = _checked(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("\r", "&#13;")
+
+
+def _attribute(value: str) -> str:
+    """An attribute value escaped as lxml escapes it (in double quotes)."""
+    escaped = _text(value).replace('"', "&quot;")
+    return escaped.replace("\n", "&#10;").replace("\t", "&#9;")
+
+
+def _plivo_value(value: object) -> str:
+    """plivoxml's `map_type`: booleans as `true`/`false`, everything else as text."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _attributes(opts: StreamOptions) -> dict[str, object]:
-    attrs: dict[str, object] = {
+    """The `<Stream>` attributes that are set, in plivoxml's order (its `to_dict`)."""
+    attrs: dict[str, object | None] = {
         "bidirectional": opts.bidirectional,
         "audioTrack": opts.audio_track,
+        "streamTimeout": opts.stream_timeout,
+        "statusCallbackUrl": opts.status_callback_url or None,
+        "statusCallbackMethod": opts.status_callback_method if opts.status_callback_url else None,
         "contentType": opts.media_format.content_type,
+        "extraHeaders": format_extra_headers(opts.extra_headers) if opts.extra_headers else None,
         "keepCallAlive": opts.keep_call_alive,
     }
-    if opts.stream_timeout is not None:
-        attrs["streamTimeout"] = opts.stream_timeout
-    if opts.status_callback_url:
-        attrs["statusCallbackUrl"] = opts.status_callback_url
-        attrs["statusCallbackMethod"] = opts.status_callback_method
-    if opts.extra_headers:
-        attrs["extraHeaders"] = format_extra_headers(opts.extra_headers)
-    return attrs
+    return {name: value for name, value in attrs.items() if value is not None}
 
 
 def _check_url(url: str) -> list[str]:

@@ -12,9 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import typer.main
-
-from plivo_stream_cli.cli import app
 from plivo_stream_cli.commands import shellcomplete as completion
 
 DIRECTORY = Path(__file__).resolve().parent.parent / "completions"
@@ -31,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if a file is out of date")
     parser.add_argument("--dir", type=Path, default=DIRECTORY, help="where the files live")
     args = parser.parse_args(argv)
-    scripts = completion.generate(typer.main.get_command(app))
+    scripts = completion.generate()
     outdated = stale(args.dir, scripts)
     if args.check:
         for path in outdated:

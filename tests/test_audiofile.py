@@ -271,3 +271,22 @@ def test_mulaw_file_with_a_contradicting_format(tmp_path: Path) -> None:
     path.write_bytes(b"\xff" * 10)
     with pytest.raises(AudioFileError, match=r"is mu-law, not audio/x-l16;rate=8000"):
         load_audio(path, MULAW_8K, raw_format=L16_8K)
+
+
+def test_a_wav_that_cannot_be_written_is_one_clean_error(tmp_path: Path) -> None:
+    """No `Wave_write.__del__` traceback after the OSError (issue 22.2)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from plivo_stream_cli.adapters.audiofile import write_wav\n"
+        "try:\n"
+        f"    write_wav({str(tmp_path / 'missing' / 'x.wav')!r}, b'\\0\\0', 8000)\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc.errno)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.startswith("refused"), done
+    assert done.stderr == "", done.stderr

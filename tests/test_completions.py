@@ -57,7 +57,7 @@ def tab(shell: str, line: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_committed_scripts_match_the_app() -> None:
-    scripts = completion.generate(typer.main.get_command(app))
+    scripts = completion.generate()
     assert sorted(scripts) == ["_pstream", "pstream.bash", "pstream.fish"]
     for name, text in scripts.items():
         committed = (COMPLETIONS / name).read_text("utf-8")
@@ -137,17 +137,23 @@ def test_bash_completes_a_prefix_choices_and_sub_commands() -> None:
 def test_no_markup_in_any_completion_description() -> None:
     """Every command and option description, as zsh and fish would show it."""
     root = typer.main.get_command(app)
-    lines = [(completion.Zsh, "pstream "), (completion.Fish, "pstream ")]
-    for name in COMMANDS:
-        lines += [(completion.Zsh, f"pstream {name} --"), (completion.Fish, f"pstream {name} --")]
-    lines += [(completion.Zsh, "pstream signature sign --"), (completion.Zsh, "pstream -")]
-    for cls, line in lines:
-        comp = cls(root, {}, completion.PROG_NAME, completion.COMPLETE_VAR)
+    lines = ["pstream ", "pstream -", "pstream signature sign --"]
+    lines += [f"pstream {name} --" for name in COMMANDS]
+    for line in lines:
         words = line.split(" ")
-        items = comp.get_completions(words[1:-1], words[-1])
+        items = completion.completions(root, words[1:-1], words[-1])
         assert items, line
-        shown = "\n".join(comp.format_completion(item) for item in items)
-        assert not MARKUP.search(shown), (line, MARKUP.search(shown))
+        for shell in ("zsh", "fish"):
+            shown = completion.FORMATS[shell](items)
+            assert not MARKUP.search(shown), (line, MARKUP.search(shown))
+
+
+def test_completion_needs_no_private_typer_or_click_names() -> None:
+    """Only the libraries' public API: any Typer from the lower bound on keeps working."""
+    for module in ("commands/shellcomplete.py", "commands/base.py", "cli.py"):
+        source = (ROOT / "plivo_stream_cli" / module).read_text("utf-8")
+        private = r"typer\._[a-z]|click\._[a-z]|\._[a-z]\w*_param|_protected_args"
+        assert not re.search(private, source), module
 
 
 def test_markup_that_slips_into_help_is_dropped_but_brackets_are_kept() -> None:
@@ -162,9 +168,9 @@ def test_markup_that_slips_into_help_is_dropped_but_brackets_are_kept() -> None:
         pass
 
     command = typer.main.get_command(demo)
-    for cls in (completion.Zsh, completion.Fish):
-        comp = cls(command, {}, "demo", "_DEMO_COMPLETE")
-        shown = "\n".join(comp.format_completion(i) for i in comp.get_completions([], ""))
+    items = completion.completions(command, [], "")
+    for shell in ("zsh", "fish"):
+        shown = completion.FORMATS[shell](items)
         assert "Deploy the bot" in shown and "[y/n]" in shown, shown
         assert not MARKUP.search(shown)
     assert completion.plain("[bold]x[/bold] [y/n]") == "x [y/n]"

@@ -184,7 +184,8 @@ def test_streams_as_json_and_as_a_table(serve: ThreadServe) -> None:
     assert snapshot["stream"] == "stream-one" and snapshot["call"] == "call-one"
     assert snapshot["dtmf"] == "4" and snapshot["format"] == "audio/x-mulaw;rate=8000"
     assert table.exit_code == 0
-    header, row = [line.split() for line in table.stdout.splitlines() if line.strip()][:3:2]
+    header, row = [line.split("\t") for line in table.stdout.splitlines()]  # piped: TSV
+    assert len(header) == len(row)
     assert header[:4] == ["stream", "call", "format", "state"]
     assert row[:4] == ["stream-one", "call-one", "audio/x-mulaw;rate=8000", "streaming"]
 

@@ -429,3 +429,17 @@ def test_capture_of_known_json_writes_the_same_line(tmp_path: Path, raw: str) ->
     lines = (tmp_path / "c_checked.jsonl").read_text()
     assert (tmp_path / "c_known.jsonl").read_text() == lines
     assert json.loads(lines)["msg"] == json.loads(raw)
+
+
+def test_every_recording_file_is_private(tmp_path: Path) -> None:
+    """0600 whatever the umask: a call's audio and events are personal data (issue 22.11)."""
+    old = os.umask(0o022)
+    try:
+        rec = CallRecorder(tmp_path, "CA-1", "ST-1", MULAW_8K, stereo=True)
+        rec.inbound(b"\xff" * 160, 0.0)
+        result = rec.close()
+    finally:
+        os.umask(old)
+    paths = [item.path for item in result]
+    assert len(paths) == 4
+    assert {Path(p).stat().st_mode & 0o777 for p in paths} == {0o600}

@@ -434,3 +434,32 @@ def test_the_table_on_a_terminal_keeps_ids_whole(
     id_line = next(line for line in shown.splitlines() if STREAM in line)
     assert ("wss://bot.example.com/stream" in id_line) is one_row_per_stream
     assert max(len(line) for line in shown.splitlines()) <= columns
+
+
+# --- issue 22: piped output, API text, non-JSON answers ------------------------------------
+
+
+def test_piped_get_prints_tsv_with_whole_ids(api: PlivoStandIn) -> None:
+    second = {**STREAM_OBJECT, "stream_id": "s-2", "service_url": "wss://x/\u202eevil\ttab"}
+    body = {"api_id": "a", "meta": {"total_count": 2}, "objects": [STREAM_OBJECT, second]}
+    api.route("GET", STREAMS, Reply(200, body))
+    result = run(api, "get", CALL)
+    assert result.exit_code == 0, result.stderr
+    header, *rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert header[0] == "stream id" and "service URL" in header
+    assert [len(row) for row in rows] == [len(header), len(header)]
+    assert rows[0][0] == STREAM and rows[1][0] == "s-2"
+    url = rows[1][header.index("service URL")]
+    assert url == "wss://x/\\u202eevil\\x09tab", url  # bidi override and tab escaped
+    assert "\u202e" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) < 174
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["table", "json"])
+def test_a_non_json_answer_is_an_api_error_in_every_mode(
+    api: PlivoStandIn, json_flag: list[str]
+) -> None:
+    api.route("GET", STREAMS, Reply(200, "<html><body>Bad gateway</body></html>"))
+    result = run(api, "get", CALL, *json_flag)
+    assert result.exit_code == 5, result.output
+    assert result.stdout == "" and result.stderr.startswith("error: ")

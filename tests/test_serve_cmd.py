@@ -115,3 +115,47 @@ def test_simulate_to_nothing_is_a_network_error() -> None:
     result = simulate(f"ws://127.0.0.1:{free_port()}/stream")
     assert result.returncode == 6
     assert result.stderr.startswith("error: cannot connect")
+
+
+# ---------------------------------------------------------------- issue 22: exposure, ngrok
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::", "192.168.1.5", "example.com"])
+def test_serve_beyond_loopback_without_a_token_is_refused(host: str) -> None:
+    result = CliRunner().invoke(app, ["serve", "--host", host, "-p", "0"], env={})
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("error: --host ") and result.stderr.count("\n") == 1
+    assert "signature checks off" in result.stderr
+
+
+def test_loopback_hosts_and_the_warning_beyond_them() -> None:
+    from plivo_stream_cli.commands.values import exposure, is_loopback
+
+    for host in ("127.0.0.1", "127.5.0.1", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert is_loopback(host) and exposure(host, None) is None, host
+    for host in ("", "0.0.0.0", "::", "10.0.0.1", "bot.example.com"):
+        assert not is_loopback(host), host
+        warning = exposure(host, "token")
+        assert warning is not None and "reachable from other machines" in warning
+    assert "every interface" in (exposure("", "t") or "")
+
+
+def test_serve_ngrok_without_a_token_says_how_to_set_one(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg"), "NGROK_AUTHTOKEN": ""}
+    result = CliRunner().invoke(app, ["serve", "--ngrok", "-p", "0"], env=env)
+    assert result.exit_code == 3, result.output
+    assert result.stderr.count("\n") == 1 and "NGROK_AUTHTOKEN" in result.stderr
+    assert "downloading" not in result.output.lower()
+
+
+def test_a_token_in_the_ngrok_config_counts(tmp_path: Path) -> None:
+    from plivo_stream_cli.adapters.tunnel import configured_authtoken, ngrok_config_files
+
+    paths = ngrok_config_files(home=str(tmp_path), xdg="")
+    assert not configured_authtoken(paths)
+    config = tmp_path / ".config" / "ngrok" / "ngrok.yml"
+    config.parent.mkdir(parents=True)
+    config.write_text('version: "2"\nauthtoken: \n')
+    assert not configured_authtoken(paths)  # an empty token is no token
+    config.write_text('version: "2"\nauthtoken: 2abcDEF_secret\n')
+    assert configured_authtoken(paths)

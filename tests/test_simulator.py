@@ -517,3 +517,65 @@ def test_a_wrong_token_is_a_refused_call_in_50_runs_of_50() -> None:
         return kinds
 
     assert run(scenario()) == [["refused"]] * 50
+
+
+def test_messages_for_another_stream_are_violations_and_strict_exits_7(caller_wav: Path) -> None:
+    """issue 22.5: a checkpoint or clearAudio carrying another stream's streamId."""
+
+    async def bot(ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+        async for message in ws:
+            if json.loads(message)["event"] == "start":
+                await ws.send(Checkpoint("not-this-stream", "elsewhere").to_json())
+                await ws.send(ClearAudio("not-this-stream").to_json())
+
+    report, _ = run(with_bot(bot, SimulateConfig(url="", audio=b"", linger=0.3)))
+    assert len(report.violations) == 2, report.violations
+    assert all("'not-this-stream'" in v for v in report.violations)
+    with bot_in_thread(bot) as url:
+        strict = simulate_cli(url, "--strict", audio=caller_wav)
+        lenient = simulate_cli(url, audio=caller_wav)
+    assert strict.exit_code == 7, strict.output
+    assert "checkpoint for stream 'not-this-stream'" in strict.stderr
+    assert lenient.exit_code == 0, lenient.output
+
+
+def test_messages_for_this_stream_are_no_violations() -> None:
+    async def bot(ws: ServerConnection, received: list[dict[str, Any]]) -> None:
+        async for message in ws:
+            event = json.loads(message)
+            if event["event"] == "start":
+                await ws.send(ClearAudio(event["start"]["streamId"]).to_json())
+
+    report, _ = run(with_bot(bot, SimulateConfig(url="", audio=b"", linger=0.3)))
+    assert report.violations == []
+
+
+def test_a_run_of_calls_reports_progress_as_each_call_ends(caller_wav: Path) -> None:
+    """issue 22.10: calls done, failing, running percentiles; nothing extra when piped."""
+    from plivo_stream_cli.adapters.simulator import run_calls
+    from plivo_stream_cli.commands.simulate_cmd import RunProgress
+
+    seen: list[Any] = []
+
+    async def scenario() -> list[Any]:
+        async def handler(ws: ServerConnection) -> None:
+            await TimedBot(paced=False)(ws, [])
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            url = f"ws://127.0.0.1:{next(iter(server.sockets)).getsockname()[1]}/stream"
+            configs = [SimulateConfig(url=url, audio=CALLER, linger=0.3) for _ in range(3)]
+            return await run_calls(configs, 2, seen.append)
+
+    reports = run(scenario())
+    assert len(seen) == 3 and {id(r) for r in seen} == {id(r) for r in reports}
+    progress = RunProgress(3, 2, {"first_audio_ms": 0.001, "clear_ms": None})
+    assert progress.line() == "calls 0/3 done  2 running  0 failing"
+    for report in seen:
+        progress.add(report)
+    line = progress.line()
+    assert line.startswith("calls 3/3 done  0 running  3 failing  first audio p50 "), line
+    assert line.endswith(" ms")
+    with bot_in_thread(TimedBot(paced=False)) as url:
+        piped = simulate_cli(url, "--repeat", "3", "--json", audio=caller_wav)
+    assert piped.exit_code == 0, piped.output
+    assert "calls 3/3" not in piped.stderr and "running" not in piped.stderr

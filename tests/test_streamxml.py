@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from urllib.parse import unquote
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plivo_stream_cli.errors import ExitCode, UsageError
@@ -186,3 +187,88 @@ def test_extra_headers_round_trip_through_the_documented_parser(headers: dict[st
 def test_options_are_frozen_and_replaceable() -> None:
     opts = replace(StreamOptions(WSS), bidirectional=True)
     assert opts.bidirectional and validate(opts) == []
+
+
+# ---------------------------------------------------------------- the same XML as plivoxml
+
+
+def _plivoxml(opts: StreamOptions, speak: str | None) -> str:
+    from plivo import plivoxml
+
+    from plivo_stream_cli.streamxml import XML_DECLARATION, format_extra_headers
+
+    attrs: dict[str, object] = {
+        "bidirectional": opts.bidirectional,
+        "audioTrack": opts.audio_track,
+        "contentType": opts.media_format.content_type,
+        "keepCallAlive": opts.keep_call_alive,
+    }
+    if opts.stream_timeout is not None:
+        attrs["streamTimeout"] = opts.stream_timeout
+    if opts.status_callback_url:
+        attrs["statusCallbackUrl"] = opts.status_callback_url
+        attrs["statusCallbackMethod"] = opts.status_callback_method
+    if opts.extra_headers:
+        attrs["extraHeaders"] = format_extra_headers(opts.extra_headers)
+    response = plivoxml.ResponseElement()
+    if speak is not None:
+        response.add_speak(speak)
+    response.add(plivoxml.StreamElement(opts.url, **attrs))
+    return f"{XML_DECLARATION}\n{response.to_string(pretty=True)}"
+
+
+_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufffe\uffff"),
+    min_size=1,
+    max_size=30,
+).filter(lambda t: t.strip() and not re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f]", t))
+
+
+_KEYS = st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    path=st.text("abc/?&=<>\"'%;xyz", max_size=20),
+    bidirectional=st.booleans(),
+    track=st.sampled_from(["inbound", "outbound", "both"]),
+    timeout=st.none() | st.integers(1, 86400),
+    callback=st.none() | st.sampled_from(["https://e.com/s?a=1&b=<2>", 'http://x/"q"']),
+    method=st.sampled_from(["GET", "POST"]),
+    headers=st.dictionaries(_KEYS, _TEXT, max_size=3),
+    keep=st.booleans(),
+    speak=st.none() | _TEXT,
+)
+def test_the_xml_is_exactly_what_plivoxml_builds(
+    path: str,
+    bidirectional: bool,
+    track: str,
+    timeout: int | None,
+    callback: str | None,
+    method: str,
+    headers: dict[str, str],
+    keep: bool,
+    speak: str | None,
+) -> None:
+    if bidirectional and track != "inbound":
+        track = "inbound"
+    opts = StreamOptions(
+        f"wss://bot.example.com/{path}",
+        bidirectional=bidirectional,
+        audio_track=track,
+        stream_timeout=timeout,
+        status_callback_url=callback,
+        status_callback_method=method,
+        extra_headers=headers,
+        keep_call_alive=keep,
+    )
+    try:
+        ours = build_xml(opts, speak=speak)
+    except UsageError:
+        return  # refused by validation (e.g. the headers' 512 bytes): plivoxml is not asked
+    assert ours == _plivoxml(opts, speak)
+
+
+def test_text_xml_cannot_carry_is_refused() -> None:
+    with pytest.raises(UsageError, match="XML cannot carry"):
+        build_xml(StreamOptions(WSS), speak="bell \x07")

@@ -642,8 +642,11 @@ def test_reject_replays_remembers_for_every_process(serves: Callable[..., Serve]
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "0"], "--workers must be between 1 and 64, got 0"),
-        (["--workers", "65"], "--workers must be between 1 and 64, got 65"),
+        (["--workers", "0"], "--workers: accepts a whole number of processes from 1 to 64 (got 0)"),
+        (
+            ["--workers", "65"],
+            "--workers: accepts a whole number of processes from 1 to 64 (got 65)",
+        ),
     ],
 )
 def test_workers_that_cannot_serve_are_refused_in_one_line(args: list[str], message: str) -> None:

@@ -107,7 +107,10 @@ def test_output_file_that_cannot_be_written(tmp_path: Path) -> None:
         (["wss://example.com/" + "a" * 2048], "Plivo accepts at most 2048"),
         (["--bidirectional", "--audio-track", "outbound", WSS], "use --audio-track inbound"),
         (["--bidirectional", "--audio-track", "both", WSS], "or --no-bidirectional"),
-        (["--stream-timeout", "0", WSS], "positive whole number of seconds (got 0)"),
+        (
+            ["--stream-timeout", "0", WSS],
+            "--stream-timeout: accepts a whole number of seconds from 1",
+        ),
         (["--stream-timeout", "-3", WSS], "(got -3)"),
         (["--status-callback-url", "ftp://x/y", WSS], "is not an http(s) URL"),
         (["--extra-header", "userId", WSS], "must look like KEY=VALUE"),

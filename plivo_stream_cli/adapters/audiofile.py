@@ -86,8 +86,12 @@ def load_pcm(path: str | Path, *, raw_format: MediaFormat | None = None) -> tupl
 
 
 def write_wav(path: str | Path, pcm16: bytes, rate: int, *, channels: int = 1) -> None:
-    """Write 16-bit PCM as a WAV file (replacing any file at `path`)."""
-    with wave.open(str(path), "wb") as out:
+    """Write 16-bit PCM as a WAV file (replacing any file at `path`).
+
+    The file is opened first: `wave.open(name)` on a path it cannot open leaves a half-built
+    writer whose `__del__` prints a second traceback after the error.
+    """
+    with open(path, "wb") as handle, wave.open(handle, "wb") as out:
         out.setnchannels(channels)
         out.setsampwidth(2)
         out.setframerate(rate)

@@ -58,6 +58,7 @@ class LiveStream:
         self.connected_at = time.time()
         self.recorder: Any = None
         self.last_inbound = b""  # last caller frame (decoded), for the level meter
+        self.last_outbound = b""  # end of the last audio sent (wire), for the bot's meter
         self.errors: deque[str] = deque(maxlen=50)
         self.error_count = 0
         self._drain_at = 0.0  # monotonic time at which Plivo's playback queue will be empty
@@ -130,6 +131,7 @@ class LiveStream:
     async def _send_audio(self, chunk: bytes, fmt: MediaFormat) -> None:
         text = self.session.play_audio(chunk)
         await self.send_event(text, PlayAudio(fmt, chunk))
+        self.last_outbound = chunk[-fmt.frame_bytes() :]
         if self.recorder is not None:
             self.recorder.outbound(codec.decode(chunk, fmt))
 
@@ -355,6 +357,7 @@ class LiveStream:
             "duplicates": session.sequence.duplicates,
             "reorders": session.sequence.reorders,
             "level": round(codec.level_dbfs(self.last_inbound), 1),
+            "bot_level": self._bot_level(),
             "dtmf": "".join(stats.dtmf),
             "checkpoints_sent": stats.checkpoints_sent,
             "checkpoints_confirmed": stats.checkpoints_confirmed,
@@ -364,6 +367,12 @@ class LiveStream:
             "errors": self.error_count,
             "recording": [str(p) for p in self.recorder.paths] if self.recorder else [],
         }
+
+    def _bot_level(self) -> float:
+        """dBFS of what the bot is playing now (silence once its audio has played out)."""
+        if not self.last_outbound or self.queued_seconds <= 0:
+            return codec.level_dbfs(b"")
+        return round(codec.level_dbfs(codec.decode(self.last_outbound, self.media_format)), 1)
 
     def note_error(self, message: str) -> None:
         self.errors.append(message)

@@ -70,6 +70,11 @@ def safe_name(value: str, *, max_len: int = 64) -> str:
     return f"_{name}" if name.upper() in _RESERVED else name
 
 
+def private(path: str, flags: int) -> int:
+    """Open a recording readable by its owner only (0600): calls are personal data."""
+    return os.open(path, flags, 0o600)
+
+
 @dataclass(frozen=True)
 class RecordedFile:
     """One file a recording produced: its path, the audio (or capture) duration, any problem."""
@@ -114,7 +119,9 @@ class WavRecorder:
         self._frames = 0
         self._closed = False
         mode = "xb" if exclusive else "wb"
-        self._file: IO[bytes] | None = open(self.path, mode, buffering=0)  # noqa: SIM115
+        self._file: IO[bytes] | None = open(  # noqa: SIM115
+            self.path, mode, buffering=0, opener=private
+        )
         try:
             self._write_all(self._header())
         except OSError:
@@ -454,6 +461,7 @@ class CallRecorder:
                 errors="backslashreplace",
                 buffering=-1 if self._capture_flush else 1,
                 newline="\n",
+                opener=private,
             )
             self._capture_due = time.monotonic() + self._capture_flush
             self._capture_path = path

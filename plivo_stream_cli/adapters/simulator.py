@@ -29,7 +29,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from plivo_stream_cli import codec, synth
-from plivo_stream_cli.callreport import CallReport, TimedEvent
+from plivo_stream_cli.callreport import POLICY_VIOLATION, CallReport, TimedEvent
 from plivo_stream_cli.errors import ConfigError, NetworkError, PstreamError, UsageError
 from plivo_stream_cli.events import (
     Checkpoint,
@@ -204,6 +204,9 @@ class PlivoCall:
         except ProtocolError as exc:
             self._violation(str(exc))
             return
+        addressed = getattr(event, "stream_id", None)
+        if addressed and addressed != self.stream_id:  # misdirected: --strict must see it
+            self._violation(f"{event.event} for stream {addressed!r} arrived on {self.stream_id!r}")
         if isinstance(event, PlayAudio):
             self._on_play(event)
         elif isinstance(event, Checkpoint):
@@ -394,13 +397,22 @@ async def run_call(config: SimulateConfig) -> CallReport:
     )
 
 
-async def run_calls(configs: list[SimulateConfig], concurrency: int = 1) -> list[CallReport]:
-    """Run several calls, at most `concurrency` at a time; reports come back in order."""
+async def run_calls(
+    configs: list[SimulateConfig],
+    concurrency: int = 1,
+    on_done: Callable[[CallReport], None] | None = None,
+) -> list[CallReport]:
+    """Run several calls, at most `concurrency` at a time; reports come back in order.
+
+    `on_done` sees each report as its call ends (a progress display)."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(config: SimulateConfig) -> CallReport:
         async with gate:
-            return await run_call(config)
+            report = await run_call(config)
+        if on_done is not None:
+            on_done(report)
+        return report
 
     return list(await asyncio.gather(*(one(c) for c in configs)))
 
@@ -448,18 +460,23 @@ async def converse(
         await ws.close()
     report = call.report
     report.duration = call.now()
-    report.close_code = ws.close_code
-    report.close_reason = ws.close_reason or ""
+    received = ws.protocol.close_rcvd  # the server's own close frame, whoever closed first
+    report.close_code = received.code if received is not None else ws.close_code
+    report.close_reason = (received.reason if received is not None else ws.close_reason) or ""
     report.closed_by_server = _closed_by_server(ws)
     return report
 
 
 def _closed_by_server(ws: ClientConnection) -> bool:
+    """Whether the server ended the call: it closed first, or refused it (1008) at any point
+    (the simulator never sends 1008, so a 1008 from the server is its refusal even when it
+    crossed the simulator's own close)."""
     received = ws.protocol.close_rcvd
-    sent = ws.protocol.close_sent
     if received is None:
         return False
-    return bool(ws.protocol.close_rcvd_then_sent) or sent is None
+    if received.code == POLICY_VIOLATION:
+        return True
+    return bool(ws.protocol.close_rcvd_then_sent) or ws.protocol.close_sent is None
 
 
 def _refusal(url: str, exc: InvalidStatus, *, signed: bool) -> PstreamError:

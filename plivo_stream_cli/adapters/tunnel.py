@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
-import sys
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -63,8 +65,11 @@ class NgrokSettings:
 class NgrokTunnel:
     """An ngrok HTTP tunnel opened with pyngrok."""
 
-    def __init__(self, settings: NgrokSettings) -> None:
+    def __init__(
+        self, settings: NgrokSettings, on_status: Callable[[str], None] = lambda _: None
+    ) -> None:
         self.settings = settings
+        self.on_status = on_status
         self.public_url: str | None = None
         self._config: Any = None
 
@@ -81,9 +86,12 @@ class NgrokTunnel:
         options: dict[str, Any] = {}
         if self.settings.domain:
             options["url"] = f"https://{_bare_domain(self.settings.domain)}"
+        if not os.path.exists(self._config.ngrok_path):
+            self.on_status(f"downloading the ngrok agent (first use) to {self._config.ngrok_path}")
         try:
-            # pyngrok reports its download progress on stdout, which is for data
-            with contextlib.redirect_stdout(sys.stderr):
+            # pyngrok writes its download progress on stdout (for data) with carriage returns;
+            # on stderr it would overwrite pstream's own lines: it goes nowhere.
+            with contextlib.redirect_stdout(io.StringIO()):
                 tunnel = ngrok.connect(str(port), "http", pyngrok_config=self._config, **options)
         except PyngrokError as exc:
             raise explain_ngrok_error(exc) from None
@@ -131,6 +139,45 @@ def explain_ngrok_error(exc: Exception) -> ConfigError | NetworkError:
             "install ngrok yourself and set PYNGROK_NGROK_PATH, or use --public-url"
         )
     return NetworkError(f"ngrok could not open a tunnel: {first}; or use --public-url")
+
+
+_AUTHTOKEN_LINE = re.compile(r"^\s*authtoken:\s*['\"]?[^\s'\"#]", re.MULTILINE)
+
+
+def ngrok_config_files(home: str | None = None, xdg: str | None = None) -> list[str]:
+    """Where the ngrok agent (v2 and v3, Linux and macOS) keeps its config with the token."""
+    home = home if home is not None else os.path.expanduser("~")
+    xdg = xdg if xdg is not None else os.environ.get("XDG_CONFIG_HOME", "")
+    places = [os.path.join(xdg, "ngrok", "ngrok.yml")] if xdg else []
+    places += [
+        os.path.join(home, ".config", "ngrok", "ngrok.yml"),
+        os.path.join(home, "Library", "Application Support", "ngrok", "ngrok.yml"),
+        os.path.join(home, ".ngrok2", "ngrok.yml"),
+    ]
+    return places
+
+
+def configured_authtoken(paths: list[str]) -> bool:
+    """True when one of the ngrok config files sets an authtoken (it is never read out)."""
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                if _AUTHTOKEN_LINE.search(handle.read(65_536)):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def check_ngrok_token(token: str | None) -> None:
+    """Refuse --ngrok up front when ngrok has no auth token to use (one line saying how)."""
+    if token or configured_authtoken(ngrok_config_files()):
+        return
+    raise ConfigError(
+        "--ngrok needs an ngrok auth token: export NGROK_AUTHTOKEN=... (from "
+        "https://dashboard.ngrok.com/get-started/your-authtoken) or run `ngrok config "
+        "add-authtoken TOKEN` once"
+    )
 
 
 def _bare_domain(domain: str) -> str:

@@ -1,22 +1,31 @@
-"""The click classes behind every command: plain, fast help with option panels, cheap completion.
+"""The click classes behind every command: plain, fast help with option panels, cheap listing,
+one-line usage errors.
 
 pstream renders help without rich (`rich_markup_mode=None`): rich's help renderer costs more than
 all of `import typer` and would put `pstream --help` far past its start-up budget. These classes
 keep what the rich help had: options grouped by their `rich_help_panel`, and "Example:"
 paragraphs printed as written (never re-wrapped, so they can be copied).
 
-Parsing stays off Typer's pydantic-backed value coercion where its result is not needed (see
-`lighten`), so `pstream CMD --help` and completion never import pydantic. The root group builds
-a command's click object only when that command is used (`LazyGroup`): building all of them
-costs as much again as pstream's own imports, for a list of names and one-line descriptions.
+The root group builds a command's click object only when that command is used (`LazyGroup`):
+building all of them costs as much again as pstream's own imports, for a list of names and
+one-line descriptions. Everything here uses Typer's and click's public API only (`typer.Typer`,
+`typer.main.get_command`, `typer.core.TyperCommand`/`TyperGroup`, click's `get_command`,
+`list_commands`, `parse_args`, `resolve_command`, `format_commands`, `shell_complete`), so any
+Typer release from the lower bound in pyproject.toml on works.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import inspect
-from collections.abc import Iterator
-from typing import Any
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
 
 import typer
 import typer.main
@@ -25,33 +34,281 @@ from typer.core import TyperCommand, TyperGroup
 EXAMPLE = "Example:"
 OPTIONS = "Options"
 _NO_WRAP = "\b"  # click prints a paragraph that starts with this line as written
+_SPACES = re.compile(r"\s+")
+_TYPE_LABEL = re.compile(r" <[^<>]*>$")  # Typer's `<float range>`: the metavar says it
+
+# click's exception classes, reached through the one Typer exports (click may be vendored).
+_USAGE_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_EXCEPTION: Any = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
 
 
-class Command(TyperCommand):
+class OneLineUsageError(_CLICK_EXCEPTION):  # type: ignore[misc]
+    """A usage error shown as pstream shows every error: one `error:` line, exit 2."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        from plivo_stream_cli.console import output
+
+        output.error(self.message)
+
+
+def one_line(exc: Exception) -> Exception:
+    """`exc` as a one-line error naming the flag, when it is one of click's usage errors.
+
+    An error that prints something else (the help for a bare group) is left as it is.
+    """
+    if not isinstance(exc, _USAGE_ERROR) or type(exc).show is not _USAGE_ERROR.show:
+        return exc
+    param = getattr(exc, "param", None)
+    message = _choice(str(getattr(exc, "message", exc)).removeprefix("Value error, "))
+    if param is not None and type(exc).__name__ == "BadParameter":
+        text = f"{flag_name(param)}: {message}"
+    else:
+        text = exc.format_message()
+    text = _SPACES.sub(" ", text.replace("\n\t", " ").strip()).replace("Choose from: ", "")
+    return OneLineUsageError(f"{text} (see {_command_path(exc)} --help)")
+
+
+_NOT_ONE_OF = re.compile(r"^(.*?) is not (?:one of )?(.*?)\.?$")
+
+
+def _choice(message: str) -> str:
+    """Typer's and click's "'PUT' is not one of 'get', 'post'." as "accepts ... (got 'PUT')"."""
+    match = _NOT_ONE_OF.match(message)
+    if match is None or "'" not in match.group(2):
+        return message
+    return f"accepts {match.group(2)} (got {match.group(1)})"
+
+
+def _command_path(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    words = str(getattr(ctx, "command_path", "") or "").split()[1:]
+    return " ".join(["pstream", *words])
+
+
+def flag_name(param: Any) -> str:
+    """How the user wrote a parameter: its long option, else its metavar (an argument)."""
+    opts = [o for o in getattr(param, "opts", ()) if o.startswith("--")] or list(
+        getattr(param, "opts", ())
+    )
+    if getattr(param, "param_type_name", "") == "argument" or not opts:
+        return str(param.metavar or param.name).upper()
+    return str(opts[0])
+
+
+def _uniform_metavars(params: list[Any]) -> None:
+    """Placeholders in one style: an upper-case word (URL, SECONDS), never `<str>` or TEXT."""
+    for param in params:
+        if param.metavar is not None or getattr(param, "is_flag", False):
+            continue
+        if getattr(param, "count", False):
+            continue
+        param.metavar = str(param.name).upper()
+
+
+class LightHelp:
+    """`--help` that costs nothing when it is not given.
+
+    Typer runs each parameter's value through its coercion (pydantic-backed in recent
+    releases, which costs more than `import typer`) even when the value is absent; an absent
+    help flag has nothing to coerce and its callback does nothing.
+    """
+
+    light_help: Any = None
+
+    def get_help_option(self, ctx: Any) -> Any:
+        if self.light_help is None:  # one object: click orders eager callbacks by identity
+            option = super().get_help_option(ctx)  # type: ignore[misc]
+            if option is None:
+                return None
+            given = option.process_value
+
+            def process_value(ctx: Any, value: Any) -> Any:
+                return given(ctx, value) if value else False
+
+            option.process_value = process_value
+            self.light_help = option
+        return self.light_help
+
+
+def plain_values(params: list[Any], callback: Any) -> None:
+    """Convert the values of `callback`'s parameters by pstream's rules, without Typer's.
+
+    Recent Typer releases run every value, even an absent one, through a pydantic-backed
+    coercion: importing pydantic costs more than all of `pstream xml`'s own work. The values
+    pstream takes are plain (text, paths, choices, lists of text, numbers with a `values`
+    parser), so each parameter's public `process_value` converts them directly; a parameter of
+    any other kind keeps Typer's coercion.
+    """
+    if not COERCES_WITH_PYDANTIC:
+        return  # Typer before 0.29 converts values with click's types, which cost nothing
+    try:
+        fn = inspect.unwrap(callback)
+        hints = typing.get_type_hints(fn)
+        infos = {name: p.default for name, p in inspect.signature(fn).parameters.items()}
+    except (TypeError, ValueError, NameError):
+        return
+    for param in params:
+        convert = _converter(hints.get(param.name), infos.get(param.name))
+        if convert is not None and not getattr(param, "is_flag", False):
+            param.process_value = _processor(param, convert)
+
+
+def _converter(annotation: Any, info: Any) -> Callable[[Any], Any] | None:
+    parser = getattr(info, "parser", None)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if parser is not None:
+        return cast(Callable[[Any], Any], parser)
+    if annotation is str:
+        return str
+    if annotation is Path:
+        return Path
+    if typing.get_origin(annotation) is list and typing.get_args(annotation) == (str,):
+        return lambda value: [str(v) for v in value]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _choice_of(annotation, bool(getattr(info, "case_sensitive", True)))
+    return None
+
+
+def _choice_of(kind: type[enum.Enum], case_sensitive: bool) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        for member in kind:
+            given, known = str(value), str(member.value)
+            if given == known or (not case_sensitive and given.lower() == known.lower()):
+                return member
+        choices = ", ".join(repr(m.value) for m in kind)
+        raise typer.BadParameter(f"{value!r} is not one of {choices}.")
+
+    return convert
+
+
+_PLAIN = (str, int, float, Path, enum.Enum, tuple, list)
+
+
+def _typer_version() -> tuple[int, ...]:
+    parts = []
+    for piece in typer.__version__.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+# Typer 0.29 replaced click's conversions (the values its own callback wrapper then turns into
+# enums and paths) with pydantic-backed coercion.
+COERCES_WITH_PYDANTIC = _typer_version() >= (0, 29)
+
+
+def _processor(param: Any, convert: Callable[[Any], Any]) -> Callable[[Any, Any], Any]:
+    typer_way = param.process_value
+
+    def process_value(ctx: Any, value: Any) -> Any:
+        if value is None or (value in ((), []) and (param.multiple or param.nargs != 1)):
+            if param.required:
+                return typer_way(ctx, value)  # Typer's "Missing option" error
+            value = None
+        elif isinstance(value, _PLAIN):
+            value = convert(value)
+        else:
+            return typer_way(ctx, value)
+        if param.callback is not None:
+            value = param.callback(ctx, param, value)
+        return value
+
+    return process_value
+
+
+class Command(LightHelp, TyperCommand):
     """A command whose plain help groups options by panel and keeps examples as written."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.help = keep_examples(self.help)
         self.epilog = keep_examples(self.epilog)
+        _uniform_metavars(self.params)
+        plain_values(self.params, self.callback)
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = flag_name(param) + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         format_panels(self, ctx, formatter)
 
-    def get_params(self, ctx: Any) -> list[Any]:
-        return lighten(super().get_params(ctx), completing=ctx.resilient_parsing)
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _USAGE_ERROR as exc:
+            raise one_line(exc) from None
 
 
-class Group(TyperGroup):
-    """The root app and `signature`: same help conventions, same light parsing."""
+class Group(LightHelp, TyperGroup):
+    """The root app and `signature`: same help conventions, same one-line usage errors."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.help = keep_examples(self.help)
         self.epilog = keep_examples(self.epilog)
 
-    def get_params(self, ctx: Any) -> list[Any]:
-        return lighten(super().get_params(ctx), completing=ctx.resilient_parsing)
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except _USAGE_ERROR as exc:
+            raise one_line(exc) from None
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except _USAGE_ERROR as exc:
+            raise one_line(exc) from None
+
+
+@dataclass
+class Entry:
+    """A registered command: what builds it, and what a listing shows without building it."""
+
+    name: str
+    build: Callable[[], Any]
+    help: str | None
+    hidden: bool = False
+    group: bool = False
+
+
+@dataclass
+class Registry:
+    """Where command modules register (`add(registry, fn, name)`, `registry.add_typer(...)`).
+
+    It has the registration calls of `typer.Typer` that pstream uses, and keeps each command
+    apart so that the root group can build one without the others.
+    """
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+    def command(self, name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+        def register(fn: Callable[..., Any]) -> Any:
+            def build() -> Any:
+                single = typer.Typer(rich_markup_mode=None, add_completion=False)
+                single.command(name, **kwargs)(fn)
+                return typer.main.get_command(single)
+
+            text = kwargs.get("help") or inspect.getdoc(fn)
+            self.entries[name] = Entry(name, build, text, bool(kwargs.get("hidden")))
+            return fn
+
+        return register
+
+    def add_typer(self, group: typer.Typer, *, name: str, help: str | None = None) -> None:
+        self.entries[name] = Entry(name, lambda: typer.main.get_command(group), help, group=True)
 
 
 class LazyGroup(Group):
@@ -61,87 +318,61 @@ class LazyGroup(Group):
     line of help: a bare stand-in with no parameters gives those at no cost.
     """
 
-    registry: typer.Typer
+    registry: Registry
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._infos = {info.name: info for info in self.registry.registered_commands}
-        self._groups = {info.name: info for info in self.registry.registered_groups}
-        self._listing = False
+        self.listing = False
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return [str(name) for name in (*self._infos, *self._groups)]
+        entries = self.registry.entries.values()  # commands, then groups of commands
+        return [e.name for e in sorted(entries, key=lambda e: e.group)]
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in self.commands:
-            if self._listing and cmd_name in self._infos:
-                return _stand_in(self._infos[cmd_name])
-            if self._listing and cmd_name in self._groups:
-                return _group_stand_in(self._groups[cmd_name])
-            built = self._build(cmd_name)
-            if built is None:
-                return None
-            self.commands[cmd_name] = built
-        return self.commands[cmd_name]
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        entry = self.registry.entries.get(cmd_name)
+        if entry is None:
+            return None
+        if self.listing:
+            return TyperCommand(
+                name=entry.name, help=entry.help, hidden=entry.hidden, rich_markup_mode=None
+            )
+        built = entry.build()
+        built.name = cmd_name
+        self.commands[cmd_name] = built
+        return built
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        if args and not args[0].startswith("-") and args[0] not in self.registry.entries:
+            import difflib
+
+            near = difflib.get_close_matches(args[0], self.list_commands(ctx), n=2)
+            hint = f"; did you mean {' or '.join(near)}?" if near else ""
+            raise OneLineUsageError(f"no command {args[0]!r}{hint} (see pstream --help)")
+        return super().resolve_command(ctx, args)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
-        with self._stand_ins():
+        with self.stand_ins():
             super().format_commands(ctx, formatter)
 
     def shell_complete(self, ctx: Any, incomplete: str) -> list[Any]:
-        with self._stand_ins():
+        with self.stand_ins():
             return super().shell_complete(ctx, incomplete)
 
     @contextlib.contextmanager
-    def _stand_ins(self) -> Iterator[None]:
-        self._listing = True
+    def stand_ins(self) -> Iterator[None]:
+        """While listing, commands not built yet are stand-ins (name and help only)."""
+        self.listing = True
         try:
             yield
         finally:
-            self._listing = False
-
-    def _build(self, name: str) -> Any:
-        """The command as Typer builds it for a group (the same calls, one command at a time)."""
-        registry = self.registry
-        if name in self._groups:
-            return typer.main.get_group_from_info(
-                self._groups[name],
-                pretty_exceptions_short=registry.pretty_exceptions_short,
-                suggest_commands=registry.suggest_commands,
-                rich_markup_mode=self.rich_markup_mode,
-            )
-        if name in self._infos:
-            return typer.main.get_command_from_info(
-                self._infos[name],
-                pretty_exceptions_short=registry.pretty_exceptions_short,
-                rich_markup_mode=self.rich_markup_mode,
-            )
-        return None
+            self.listing = False
 
 
-def lazy_group(registry: typer.Typer) -> type[LazyGroup]:
+def lazy_group(registry: Registry) -> type[LazyGroup]:
     """The root group class for commands registered on `registry`."""
     return type("RootGroup", (LazyGroup,), {"registry": registry})
-
-
-def _stand_in(info: Any) -> TyperCommand:
-    """A command's name and help, without its parameters (which are what costs)."""
-    help_text = info.help if info.help is not None else inspect.getdoc(info.callback)
-    return TyperCommand(
-        name=info.name,
-        help=help_text,
-        short_help=info.short_help,
-        hidden=info.hidden,
-        rich_markup_mode=None,
-    )
-
-
-def _group_stand_in(info: Any) -> TyperCommand:
-    """A sub-group's name and help; its help is on the group or on its Typer (else a default)."""
-    typer_info = info.typer_instance.info if info.typer_instance else None
-    helps = (info.help, getattr(typer_info, "help", None))
-    help_text = next((h for h in helps if isinstance(h, str)), None)
-    return TyperCommand(name=info.name, help=help_text, rich_markup_mode=None)
 
 
 def keep_examples(text: str | None) -> str | None:
@@ -162,8 +393,9 @@ def format_panels(command: Any, ctx: Any, formatter: Any) -> None:
         record = param.get_help_record(ctx)
         if record is None:
             continue
+        record = (_TYPE_LABEL.sub("", record[0]), record[1])
         if param.param_type_name == "argument":
-            arguments.append(record)
+            arguments.append((flag_name(param), record[1]))
         else:
             panel = getattr(param, "rich_help_panel", None) or OPTIONS
             panels.setdefault(panel, []).append(record)
@@ -174,42 +406,3 @@ def format_panels(command: Any, ctx: Any, formatter: Any) -> None:
         if rows:
             with formatter.section(title):
                 formatter.write_dl(rows)
-
-
-class _Uncoerced:
-    """Stands in for a parameter's coercion while completing: the raw value is enough."""
-
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        return value
-
-
-class _Deferred:
-    """Typer's coercion, built only for a value that needs it (a missing value does not)."""
-
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        if value is None:  # what Typer's coercion returns for None, without building it
-            return () if param.multiple or param.nargs == -1 else None
-        param._runtime_param = None
-        return param.get_runtime_param().coerce(value, param=param, ctx=ctx)
-
-
-_UNCOERCED = _Uncoerced()
-_DEFERRED = _Deferred()
-_ABSENT = object()
-
-
-def lighten(params: list[Any], *, completing: bool) -> list[Any]:
-    """Keep parsing off Typer's pydantic-backed coercion where its result is not needed.
-
-    Typer builds each parameter's coercion (a pydantic TypeAdapter; importing pydantic costs
-    more than `import typer`) the first time it processes a value, even None. Parameters not
-    given on the command line (the root's --help when a sub-command runs) then skip it, and so
-    does completion, which throws the values away. With a Typer that has no such attribute
-    nothing changes.
-    """
-    stand_in = _UNCOERCED if completing else _DEFERRED
-    for param in params:
-        current = getattr(param, "_runtime_param", _ABSENT)
-        if current is None or current is _DEFERRED:
-            param._runtime_param = stand_in
-    return params

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add
 from plivo_stream_cli.commands.rest_cmd import (
     API_URL_OPTION,
@@ -31,7 +32,7 @@ CALL_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, call, "call", epilog=CALL_EPILOG)
 
 

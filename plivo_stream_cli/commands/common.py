@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from plivo_stream_cli.commands.base import Command
+from plivo_stream_cli.commands.base import Command, Registry
 from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import ConfigError, ExitCode, PstreamError
 
@@ -33,7 +33,7 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def add(app: typer.Typer, fn: Callable[..., Any], name: str, **kwargs: Any) -> None:
+def add(app: typer.Typer | Registry, fn: Callable[..., Any], name: str, **kwargs: Any) -> None:
     """Register `fn` as command `name` with the shared error handling and help conventions."""
     kwargs.setdefault("cls", Command)
     app.command(name, **kwargs)(guarded(fn))

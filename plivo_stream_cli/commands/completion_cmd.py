@@ -6,6 +6,7 @@ from enum import Enum
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add
 
 COMPLETION_EPILOG = (
@@ -21,7 +22,7 @@ class Shell(str, Enum):
     FISH = "fish"
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, completion, "completion", epilog=COMPLETION_EPILOG)
 
 

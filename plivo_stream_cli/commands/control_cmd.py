@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add, resolve_token
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ CHECKPOINT_EPILOG = "Example: pstream checkpoint after-greeting"
 STREAMS_EPILOG = "Example: pstream streams --json | jq -r '.[].stream'"
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, tail, "tail", epilog=TAIL_EPILOG)
     add(app, play, "play", epilog=PLAY_EPILOG)
     add(app, clear, "clear", epilog=CLEAR_EPILOG)
@@ -352,18 +353,19 @@ _COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], object]], ...] = (
 
 
 def _print_streams(snapshots: list[dict[str, Any]]) -> None:
-    import sys
 
     from rich import box
-    from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from plivo_stream_cli.console import output
+    from plivo_stream_cli.feed import printable
 
+    rows = [[printable(str(cell(snap))) for _, cell in _COLUMNS] for snap in snapshots]
+    if not output.is_terminal():  # piped: TSV, one stream a line, ids whole
+        output.tsv([name for name, _ in _COLUMNS], rows)
+        return
     table = Table(*(name for name, _ in _COLUMNS), header_style="bold", box=box.SIMPLE)
-    for snap in snapshots:
-        table.add_row(*(str(cell(snap)) for _, cell in _COLUMNS))
-    if output.is_terminal():
-        output.console().print(table)
-    else:  # piped: never squeeze the ids into 80 columns
-        Console(file=sys.stdout, width=10_000, color_system=None, highlight=False).print(table)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    output.console().print(table)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands import values
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ PLAYERS = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, demo, "demo", epilog=DEMO_EPILOG)
 
 
@@ -43,7 +45,9 @@ def demo(
     directory: Path | None = typer.Option(
         None, "--dir", help="Record into DIR. Default: a fresh temporary directory."
     ),
-    speed: float = typer.Option(1.0, "--speed", help="Run the simulated caller N times faster."),
+    speed: float = values.speed_option(
+        1.0, "--speed", help="Run the simulated caller N times faster."
+    ),
     json_out: bool = JSON_OPTION,
 ) -> None:
     """See a whole stream on this machine: server, caller, live view, recordings (no account)."""

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from plivo_stream_cli.commands import values
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.simulate_cmd import REQUIRE_REPLY
 
@@ -15,7 +17,7 @@ REPLAY_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, replay, "replay", epilog=REPLAY_EPILOG)
 
 
@@ -23,19 +25,24 @@ def replay(
     capture: Path = typer.Argument(
         ..., help="A JSONL capture written by `pstream serve --record`."
     ),
-    url: str = typer.Argument(..., help="ws:// or wss:// URL of the server to replay the call to."),
+    url: str = typer.Argument(
+        ...,
+        metavar="URL",
+        parser=values.url_parser(values.WS_SCHEMES),
+        help="ws:// or wss:// URL of the server to replay the call to.",
+    ),
     auth_token: str | None = auth_token_option(),
-    speed: float = typer.Option(1.0, "--speed", help="Replay N times faster than recorded."),
+    speed: float = values.speed_option(1.0, "--speed", help="Replay N times faster than recorded."),
     keep_ids: bool = typer.Option(
         False, "--keep-ids", help="Reuse the recorded callId and streamId (default: fresh ones)."
     ),
-    linger: float = typer.Option(
+    linger: float = values.seconds_option(
         2.0, "--linger", help="Seconds to stay on the call after the last recorded event."
     ),
     record_reply: Path | None = typer.Option(
         None, "--record-reply", help="Write the audio the server sent back to this WAV."
     ),
-    max_first_audio_ms: float | None = typer.Option(
+    max_first_audio_ms: float | None = values.ms_option(
         None, "--max-first-audio-ms", help="Exit 8 if the time to first audio exceeds N."
     ),
     strict: bool = typer.Option(
@@ -49,12 +56,10 @@ def replay(
 
     from plivo_stream_cli.adapters.replay import ReplayConfig, run_replay
     from plivo_stream_cli.adapters.simulator import save_reply
-    from plivo_stream_cli.commands.simulate_cmd import finish
+    from plivo_stream_cli.commands.simulate_cmd import check_reply_path, finish
     from plivo_stream_cli.console import output
-    from plivo_stream_cli.errors import UsageError
 
-    if speed <= 0:
-        raise UsageError(f"--speed must be positive, got {speed:g}")
+    check_reply_path(record_reply)
     config = ReplayConfig(
         url=url,
         capture=capture,

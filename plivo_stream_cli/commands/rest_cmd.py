@@ -6,11 +6,12 @@ other REST commands (Application, Call) share them. httpx is imported only when 
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands import values
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import AUTH_TOKEN_HELP, JSON_OPTION, add, resolve_token
 from plivo_stream_cli.commands.stream_options import (
     AUDIO_TRACK,
@@ -52,20 +53,29 @@ API_URL_OPTION: Any = typer.Option(
     show_default=False,
     rich_help_panel=API_PANEL,
 )
-TIMEOUT_OPTION: Any = typer.Option(
-    10.0, "--timeout", help="Seconds to wait for each HTTP request.", rich_help_panel=API_PANEL
+TIMEOUT_OPTION: Any = values.number_option(
+    10.0,
+    "--timeout",
+    what="seconds",
+    low=0.0,
+    high=600.0,
+    above_low=True,
+    metavar="SECONDS",
+    help="Seconds to wait for each HTTP request.",
+    rich_help_panel=API_PANEL,
 )
-RETRIES_OPTION: Any = typer.Option(
+RETRIES_OPTION: Any = values.count_option(
     3,
     "--retries",
-    min=0,
+    what="retries",
+    low=0,
+    high=100,
     help="Retries of GET/DELETE after a 429, a 5xx or a network error.",
     rich_help_panel=API_PANEL,
 )
-RETRY_WAIT_OPTION: Any = typer.Option(
+RETRY_WAIT_OPTION: Any = values.seconds_option(
     0.5,
     "--retry-wait",
-    min=0.0,
     help="Seconds before the first retry, doubling each time (a Retry-After wins; 30 s at most).",
     rich_help_panel=API_PANEL,
 )
@@ -82,7 +92,7 @@ START_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, stop, "stop", epilog=STOP_EPILOG)
     add(app, get, "get", epilog=GET_EPILOG)
     add(app, start, "start", epilog=START_EPILOG)
@@ -240,20 +250,22 @@ def start(
 
 
 def _print_json(response: ApiResponse) -> None:
-    """The API's body exactly as sent; `{}` stands for an empty 204."""
+    """The API's body exactly as sent; `{}` stands for an empty 204.
+
+    A body that is not JSON is an API error here too (exit 5), as it is without --json.
+    """
+    response.json()
     output.data(response.text if response.text.strip() else "{}")
 
 
 def _print_table(table: StreamTable) -> None:
     from rich import box
-    from rich.console import Console
     from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
-    if not output.is_terminal():
-        # Piped: rich would squeeze the table into 80 columns and cut the ids; print it whole.
-        piped = Console(file=sys.stdout, width=10_000, color_system=None, highlight=False)
-        piped.print(_wide_table(Table, table, box.SIMPLE))
+    if not output.is_terminal():  # piped: TSV, one stream a line, ids whole
+        output.tsv(table.columns, table.rows)
         return
     console = output.console()
     wide = _wide_table(Table, table, box.HEAVY_HEAD)
@@ -267,12 +279,14 @@ def _print_table(table: StreamTable) -> None:
         record.add_column(style="bold", no_wrap=True)
         record.add_column(overflow="fold")
         for name, cell in zip(table.columns, row, strict=True):
-            record.add_row(name, cell)
+            record.add_row(name, Text(cell))
         console.print(record)
 
 
 def _wide_table(table_type: Any, table: StreamTable, style: Any) -> Any:
+    from rich.text import Text
+
     wide = table_type(*table.columns, header_style="bold", box=style)
     for row in table.rows:
-        wide.add_row(*row)
+        wide.add_row(*(Text(cell) for cell in row))  # API text, never rich markup
     return wide

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from plivo_stream_cli.commands import values
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.rest_cmd import API_URL_OPTION, AUTH_ID_OPTION
 from plivo_stream_cli.commands.stream_options import (
@@ -34,18 +36,20 @@ SERVE_EPILOG = (
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, serve, "serve", epilog=SERVE_EPILOG)
 
 
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
-    port: int = typer.Option(8080, "--port", "-p", help="Port to listen on (0 picks one)."),
+    port: int = values.port_option(8080, "--port", "-p", help="Port to listen on (0 picks one)."),
     path: str = typer.Option("/stream", "--path", help="WebSocket path Plivo connects to."),
     auth_token: str | None = auth_token_option(),
     public_url: str | None = typer.Option(
         None,
         "--public-url",
+        metavar="URL",
+        parser=values.url_parser(values.PUBLIC_SCHEMES),
         help="The public URL Plivo dials (e.g. https://abc.ngrok.app): signatures are "
         "checked against it. Default: built from the Host header.",
     ),
@@ -56,14 +60,27 @@ def serve(
         False, "--stereo", help="With --record, also write a stereo call WAV (caller | played)."
     ),
     play: Path | None = typer.Option(
-        None, "--play", help="Play this audio file to every new stream after its start event."
+        None,
+        "--play",
+        metavar="FILE",
+        help="Play this audio file to every new stream after its start event.",
     ),
     echo: bool = typer.Option(False, "--echo", help="Send the caller's own audio back."),
-    max_buffer: float = typer.Option(
-        20.0, "--max-buffer", help="Seconds of audio allowed in Plivo's playback queue."
+    max_buffer: float = values.number_option(
+        20.0,
+        "--max-buffer",
+        what="seconds",
+        low=0.0,
+        high=3600.0,
+        above_low=True,
+        metavar="SECONDS",
+        help="Seconds of audio allowed in Plivo's playback queue.",
     ),
-    start_timeout: float = typer.Option(
-        10.0, "--start-timeout", help="Close connections that send no start event in time."
+    start_timeout: float = values.seconds_option(
+        10.0,
+        "--start-timeout",
+        above_low=True,
+        help="Close connections that send no start event in time.",
     ),
     reject_replays: bool = typer.Option(
         False,
@@ -71,24 +88,25 @@ def serve(
         help="Refuse a request whose signature and nonce were already used within "
         "--replay-window (a captured request sent again). Needs the auth token.",
     ),
-    replay_window: float = typer.Option(
+    replay_window: float = values.seconds_option(
         300.0,
         "--replay-window",
-        metavar="SECONDS",
+        above_low=True,
         help="How long --reject-replays remembers a signature.",
     ),
     json_feed: bool = typer.Option(
         False, "--json", help="One JSON line per event on stdout (payload sizes, not payloads)."
     ),
-    workers: int = typer.Option(
+    workers: int = values.count_option(
         1,
         "--workers",
-        metavar="N",
+        what="processes",
+        high=64,
         help="Serve from N processes sharing the port, for more calls than one core keeps up "
         "with (one process: about 400 real-time calls with --record --json; see "
         "benchmarks/README.md). Feed, control and summary still cover every stream.",
     ),
-    control_port: int = typer.Option(
+    control_port: int = values.port_option(
         0,
         "--control-port",
         help="Port of the token-protected control channel on 127.0.0.1 (pstream tail, play, "
@@ -157,6 +175,8 @@ def serve(
 
     token = resolve_token(auth_token, required=False)
     _check_replay_flags(reject_replays, replay_window, token)
+    exposure = values.exposure(host, token)
+    tunnel = _tunnel(ngrok, ngrok_authtoken, ngrok_domain, ngrok_region, public_url)
     rewire = _application(
         app_id, keep_app, restore_app, auth_id, token, api_url, ngrok or bool(public_url)
     )
@@ -167,7 +187,6 @@ def serve(
         content_type=content_type,
         extra_header=extra_header,
     )
-    tunnel = _tunnel(ngrok, ngrok_authtoken, ngrok_domain, ngrok_region, public_url)
     config = ServeConfig(
         host=host,
         port=port,
@@ -201,6 +220,11 @@ def serve(
         live=not json_feed and output.is_terminal(),
         banner=_banner(config),
     )
+    if exposure:  # loudly: on stderr now, and in the live view's header for as long as it runs
+        from rich.markup import escape
+
+        output.warn(exposure)
+        ui.banner.append(f"[bold yellow]warning:[/bold yellow] {escape(exposure)}")
 
     async def started(srv: StreamServer) -> None:
         ui.banner.insert(0, f"listening on [bold]{srv.local_url}[/bold]  (GET /healthz)")
@@ -275,8 +299,13 @@ def _tunnel(
 
     if public_url:
         raise UsageError("--ngrok and --public-url both set the public URL: pick one")
+    from plivo_stream_cli.adapters.tunnel import check_ngrok_token
+    from plivo_stream_cli.console import output
+
     token = resolve_token(authtoken, required=False, env="NGROK_AUTHTOKEN")
-    return NgrokTunnel(NgrokSettings(authtoken=token, domain=domain, region=region))
+    check_ngrok_token(token)
+    settings = NgrokSettings(authtoken=token, domain=domain, region=region)
+    return NgrokTunnel(settings, on_status=output.status)
 
 
 def _application(

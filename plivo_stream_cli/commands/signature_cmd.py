@@ -7,7 +7,8 @@ from typing import Any
 
 import typer
 
-from plivo_stream_cli.commands.base import Group
+from plivo_stream_cli.commands import values
+from plivo_stream_cli.commands.base import Group, Registry
 from plivo_stream_cli.commands.common import JSON_OPTION, add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CallbackMethod
 from plivo_stream_cli.console import output
@@ -16,7 +17,10 @@ from plivo_stream_cli.errors import CheckFailed, UsageError
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 URL_ARGUMENT: Any = typer.Argument(
-    ..., help="The URL Plivo requests (ws(s):// is signed in its http(s) form, as Plivo does)."
+    ...,
+    metavar="URL",
+    parser=values.url_parser(values.ANY_SCHEME),
+    help="The URL Plivo requests (ws(s):// is signed in its http(s) form, as Plivo does).",
 )
 METHOD_OPTION: Any = typer.Option(
     CallbackMethod.GET,
@@ -34,18 +38,22 @@ PARAM_OPTION: Any = typer.Option(
 )
 
 
-def register(app: typer.Typer) -> None:
+SIGNATURE_HELP = "Make or check Plivo's X-Plivo-Signature-V3 headers, e.g. to curl your own server."
+
+
+def register(app: Registry) -> None:
     sig_app = typer.Typer(
         name="signature",
-        help="Make or check Plivo's X-Plivo-Signature-V3 headers, e.g. to curl your own server.",
+        help=SIGNATURE_HELP,
         no_args_is_help=True,
         rich_markup_mode=None,
         cls=Group,
+        add_completion=False,
         epilog="Example: pstream signature sign wss://example.com/stream",
     )
     add(sig_app, sign, "sign")
     add(sig_app, check, "check")
-    app.add_typer(sig_app, name="signature")
+    app.add_typer(sig_app, name="signature", help=SIGNATURE_HELP)
 
 
 def sign(

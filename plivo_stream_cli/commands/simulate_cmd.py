@@ -3,11 +3,15 @@ the bot's latency, and fail (exit 8) when it misses a threshold."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands import values
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
@@ -29,18 +33,23 @@ REQUIRE_REPLY = typer.Option(
 )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, simulate, "simulate", epilog=SIMULATE_EPILOG)
 
 
 def simulate(
-    url: str = typer.Argument(..., help="ws:// or wss:// URL of the stream server to test."),
+    url: str = typer.Argument(
+        ...,
+        metavar="URL",
+        parser=values.url_parser(values.WS_SCHEMES),
+        help="ws:// or wss:// URL of the stream server to test.",
+    ),
     audio: Path | None = typer.Option(
         None, "--audio", help="The caller's audio (any PCM WAV; converted). Default: built-in clip."
     ),
     content_type: ContentType = CONTENT_TYPE,
     auth_token: str | None = auth_token_option(),
-    speed: float = typer.Option(1.0, "--speed", help="Send N times faster than real time."),
+    speed: float = values.speed_option(1.0, "--speed", help="Send N times faster than real time."),
     dtmf: str | None = typer.Option(
         None, "--dtmf", help="Digits to press at given seconds, e.g. '5@1.5,#@3'."
     ),
@@ -50,10 +59,10 @@ def simulate(
     send_stop: bool = typer.Option(
         False, "--send-stop", help="Send a stop event before closing (Plivo's docs don't)."
     ),
-    linger: float = typer.Option(
+    linger: float = values.seconds_option(
         2.0, "--linger", help="Seconds to stay on the call after the caller's audio ends."
     ),
-    barge_in_at: float | None = typer.Option(
+    barge_in_at: float | None = values.seconds_option(
         None,
         "--barge-in-at",
         help="Talk over the bot's reply SECONDS after it begins (measures clear_ms).",
@@ -61,15 +70,21 @@ def simulate(
     barge_in_audio: Path | None = typer.Option(
         None, "--barge-in-audio", help="What the caller says at barge-in. Default: built-in clip."
     ),
-    max_first_audio_ms: float | None = typer.Option(
+    max_first_audio_ms: float | None = values.ms_option(
         None, "--max-first-audio-ms", help="Exit 8 if any call's time to first audio exceeds N."
     ),
-    max_clear_ms: float | None = typer.Option(
+    max_clear_ms: float | None = values.ms_option(
         None, "--max-clear-ms", help="Exit 8 if any call's barge-in-to-clearAudio exceeds N."
     ),
-    repeat: int = typer.Option(1, "--repeat", min=1, help="Run N calls (fresh ids each)."),
-    concurrency: int = typer.Option(
-        1, "--concurrency", min=1, help="Run at most N of the calls at the same time."
+    repeat: int = values.count_option(
+        1, "--repeat", what="calls", high=100_000, help="Run N calls (fresh ids each)."
+    ),
+    concurrency: int = values.count_option(
+        1,
+        "--concurrency",
+        what="calls at once",
+        high=10_000,
+        help="Run at most N of the calls at the same time.",
     ),
     record_reply: Path | None = typer.Option(
         None, "--record-reply", help="Write the audio the server sent back to this WAV."
@@ -88,17 +103,45 @@ def simulate(
         help="Run the steps and assertions of this YAML scenario.",
         rich_help_panel=CI_PANEL,
     ),
-    loss: float | None = typer.Option(
-        None, "--loss", help="Lose PCT % of 20 ms frames.", rich_help_panel=CI_PANEL
+    loss: float | None = values.number_option(
+        None,
+        "--loss",
+        what="percent",
+        low=0.0,
+        high=100.0,
+        metavar="PCT",
+        help="Lose PCT % of 20 ms frames.",
+        rich_help_panel=CI_PANEL,
     ),
-    jitter: float | None = typer.Option(
-        None, "--jitter", help="Delay frames 0..MS ms more.", rich_help_panel=CI_PANEL
+    jitter: float | None = values.number_option(
+        None,
+        "--jitter",
+        what="milliseconds",
+        low=0.0,
+        high=10_000.0,
+        metavar="MS",
+        help="Delay frames 0..MS ms more.",
+        rich_help_panel=CI_PANEL,
     ),
-    latency: float | None = typer.Option(
-        None, "--latency", help="Delay every frame MS ms.", rich_help_panel=CI_PANEL
+    latency: float | None = values.number_option(
+        None,
+        "--latency",
+        what="milliseconds",
+        low=0.0,
+        high=10_000.0,
+        metavar="MS",
+        help="Delay every frame MS ms.",
+        rich_help_panel=CI_PANEL,
     ),
-    seed: int | None = typer.Option(
-        None, "--seed", help="Seed of the impairment (reproducible).", rich_help_panel=CI_PANEL
+    seed: int | None = values.number_option(
+        None,
+        "--seed",
+        what="seed",
+        low=0,
+        high=2**63 - 1,
+        integer=True,
+        help="Seed of the impairment (reproducible).",
+        rich_help_panel=CI_PANEL,
     ),
     save_baseline: Path | None = typer.Option(
         None,
@@ -112,15 +155,23 @@ def simulate(
         help="Exit 8 when a percentile regressed from this baseline.",
         rich_help_panel=CI_PANEL,
     ),
-    baseline_margin_pct: float = typer.Option(
+    baseline_margin_pct: float = values.number_option(
         10.0,
         "--baseline-margin-pct",
+        what="percent",
+        low=0.0,
+        high=10_000.0,
+        metavar="PCT",
         help="A regression must exceed this many % ...",
         rich_help_panel=CI_PANEL,
     ),
-    baseline_margin_ms: float = typer.Option(
+    baseline_margin_ms: float = values.number_option(
         20.0,
         "--baseline-margin-ms",
+        what="milliseconds",
+        low=0.0,
+        high=600_000.0,
+        metavar="MS",
         help="... and this many ms over the baseline.",
         rich_help_panel=CI_PANEL,
     ),
@@ -157,6 +208,7 @@ def simulate(
     if scenario is not None:
         _run_scenario(url, ci, content_type, auth_token, speed, repeat, concurrency, locals())
         return
+    check_reply_path(record_reply)
     fmt = MediaFormat.from_content_type(content_type.value)
     config = SimulateConfig(
         url=url,
@@ -164,7 +216,7 @@ def simulate(
         media_format=fmt,
         auth_token=resolve_token(auth_token, required=False),
         speed=speed,
-        dtmf=parse_dtmf_schedule(dtmf or ""),
+        dtmf=values.check_dtmf(parse_dtmf_schedule(dtmf or "")),
         extra_headers=extra_headers,
         send_stop=send_stop,
         linger=linger,
@@ -181,7 +233,8 @@ def simulate(
             require_reply,
         )  # fmt: skip
         return
-    reports = asyncio.run(run_calls(configs, concurrency))
+    with progress_display(len(configs), concurrency, limits) as on_done:
+        reports = asyncio.run(run_calls(configs, concurrency, on_done))
     if record_reply is not None:
         _write_replies(record_reply, reports)
     finish(
@@ -303,6 +356,69 @@ def _checks(reports: list[CallReport], limits: dict[str, float | None]) -> list[
     return [check(per_call, name, limit) for name, limit in limits.items() if limit is not None]
 
 
+class RunProgress:
+    """What a run of many calls has done so far: calls done and failing, running percentiles."""
+
+    def __init__(self, total: int, concurrency: int, limits: dict[str, float | None]) -> None:
+        self.total = total
+        self.concurrency = concurrency
+        self.limits = {name: limit for name, limit in limits.items() if limit is not None}
+        self.done = 0
+        self.failing = 0
+        self.first_audio: list[float] = []
+
+    def add(self, report: CallReport) -> None:
+        from plivo_stream_cli.metrics import summarize
+
+        metrics = summarize(report)["metrics"]
+        self.done += 1
+        if metrics.get("first_audio_ms") is not None:
+            self.first_audio.append(float(metrics["first_audio_ms"]))
+        over = any(
+            isinstance(metrics.get(name), (int, float)) and metrics[name] > limit
+            for name, limit in self.limits.items()
+        )
+        if over or report.violations or report.rejected:
+            self.failing += 1
+
+    def line(self) -> str:
+        running = min(self.concurrency, self.total - self.done)
+        parts = [f"calls {self.done}/{self.total} done", f"{running} running"]
+        parts.append(f"{self.failing} failing")
+        if self.first_audio:
+            ordered = sorted(self.first_audio)
+            p50, p95 = (_percentile(ordered, q) for q in (0.5, 0.95))
+            parts.append(f"first audio p50 {p50:.0f} ms p95 {p95:.0f} ms")
+        return "  ".join(parts)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def progress_display(
+    total: int, concurrency: int, limits: dict[str, float | None]
+) -> Iterator[Callable[[CallReport], None] | None]:
+    """A live progress line on a terminal's stderr for a run of many calls; nothing when piped."""
+    from plivo_stream_cli.console import output
+
+    if total < 2 or output.VERBOSITY.level < 0 or not output.is_terminal(stderr=True):
+        yield None
+        return
+    from rich.live import Live
+    from rich.text import Text
+
+    progress = RunProgress(total, concurrency, limits)
+    with Live(Text(progress.line()), console=output.console(stderr=True), transient=True) as live:
+
+        def on_done(report: CallReport) -> None:
+            progress.add(report)
+            live.update(Text(progress.line()))
+
+        yield on_done
+
+
 def finish(
     reports: list[CallReport],
     limits: dict[str, float | None],
@@ -388,6 +504,18 @@ def _report_checks(checks: list[Check]) -> None:
     for item in checks:
         if item.passed:
             output.status(f"[green]pass[/green] {item.describe()}")
+
+
+def check_reply_path(path: Path | None) -> None:
+    """Refuse a --record-reply path that cannot be written, before any call is made."""
+    from plivo_stream_cli.errors import UsageError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"--record-reply: {path} is a directory: give a file name, e.g. reply.wav")
+    if not path.parent.is_dir():
+        raise UsageError(f"--record-reply: the directory {path.parent} does not exist")
 
 
 def _caller_audio(path: Path, fmt: Any) -> bytes:

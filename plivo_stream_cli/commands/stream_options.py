@@ -26,6 +26,7 @@ from typing import Any
 
 import typer
 
+from plivo_stream_cli.commands import values
 from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.formats import FormatError, MediaFormat
 from plivo_stream_cli.streamxml import StreamOptions
@@ -82,9 +83,13 @@ AUDIO_TRACK: Any = typer.Option(
     "bidirectional needs inbound.",
     rich_help_panel=PANEL,
 )
-STREAM_TIMEOUT: Any = typer.Option(
+STREAM_TIMEOUT: Any = values.number_option(
     None,
     "--stream-timeout",
+    what="seconds",
+    low=1,
+    high=365 * values.DAY,
+    integer=True,
     metavar="SECONDS",
     help="Stop streaming after this many seconds (Plivo's default: 86400).",
     show_default=False,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from plivo_stream_cli.commands.base import Registry
 from plivo_stream_cli.commands.common import add
 from plivo_stream_cli.commands.stream_options import (
     AUDIO_TRACK,
@@ -26,7 +27,7 @@ from plivo_stream_cli.console import output
 from plivo_stream_cli.errors import UsageError
 
 
-def register(app: typer.Typer) -> None:
+def register(app: Registry) -> None:
     add(app, xml, "xml")
 
 

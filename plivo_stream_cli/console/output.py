@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,20 @@ def data(text: str) -> None:
     """Print plain data on stdout (never styled, never suppressed by -q)."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
+
+
+def tsv(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A table on stdout as tab-separated values (a header line, then one line per row).
+
+    What pstream prints for a table when stdout is not a terminal: whole ids, one record per
+    line, easy to `cut` or `awk`. A tab or newline left inside a cell is escaped as `\\t`, `\\n`.
+    """
+    for row in (columns, *rows):
+        data("\t".join(_tsv_cell(cell) for cell in row))
+
+
+def _tsv_cell(cell: str) -> str:
+    return cell.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def json_line(obj: Any) -> None:
