@@ -47,8 +47,11 @@ from plivo_stream_cli.session import SessionState, SessionStateError, StreamSess
 from plivo_stream_cli.signature import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
+    UnsignableURL,
     compute_v3,
     diagnose,
+    request_url,
+    valid_host,
     validate_v3,
 )
 from plivo_stream_cli.streamxml import StreamOptions, build_xml
@@ -57,6 +60,7 @@ from plivo_stream_cli.webhooks import (
     HttpResponse,
     from_websockets_request,
     make_connection_class,
+    target_path,
     to_websockets_response,
 )
 from plivo_stream_cli.wireframes import scan_text_frames
@@ -433,7 +437,7 @@ class StreamServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        if urlsplit(request.path).path == self.config.path:
+        if target_path(request.path) == self.config.path:
             return None  # the WebSocket upgrade proceeds
         response = await self._route(from_websockets_request(request, remote_of(connection)))
         return to_websockets_response(response or HttpResponse(404, "not found\n"))
@@ -478,6 +482,7 @@ class StreamServer:
             public = urlsplit(self.config.public_url)
             scheme = {"wss": "https", "ws": "http"}.get(public.scheme, public.scheme)
             return f"{scheme}://{public.netloc}"
+        host = host if valid_host(host) else ""  # a broken Host must not reach the XML
         return f"http://{host or f'{self.config.host}:{self.port}'}"
 
     def answer_xml(self, host: str = "") -> str:
@@ -522,12 +527,8 @@ class StreamServer:
     # ------------------------------------------------------------ signatures
 
     def signed_url(self, target: str, host: str) -> str:
-        """The URL Plivo signed for this request: the public one when known."""
-        if self.config.public_url:
-            public = urlsplit(self.config.public_url)
-            scheme = {"wss": "https", "ws": "http"}.get(public.scheme, public.scheme)
-            return f"{scheme}://{public.netloc}{target}"
-        return f"http://{host}{target}"
+        """The URL Plivo signed for this request: the public one when known (`UnsignableURL`)."""
+        return request_url(target, host, self.config.public_url)
 
     async def check_signature(
         self,
@@ -544,7 +545,10 @@ class StreamServer:
         nonce = headers.get(NONCE_HEADER.lower())
         if not signature or not nonce:
             return False, f"missing {SIGNATURE_HEADER} or {NONCE_HEADER} header"
-        url = self.signed_url(target, headers.get("host", ""))
+        try:
+            url = self.signed_url(target, headers.get("host", ""))
+        except UnsignableURL as exc:  # refused like a bad signature (1008 / 403), not a crash
+            return False, str(exc)
         if validate_v3(url, nonce, signature, token, method=method, params=params):
             return await self._first_use(url, nonce, token, method, params)
         host = headers.get("host", "")

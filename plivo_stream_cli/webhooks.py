@@ -36,11 +36,11 @@ class HttpRequest:
 
     @property
     def path(self) -> str:
-        return urlsplit(self.target).path
+        return target_path(self.target)
 
     @property
     def query(self) -> dict[str, list[str]]:
-        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+        return parse_qs(self.target.partition("?")[2].partition("#")[0], keep_blank_values=True)
 
     @property
     def form(self) -> dict[str, list[str]]:
@@ -60,6 +60,14 @@ class HttpResponse:
 
 
 Router = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
+
+
+def target_path(target: str) -> str:
+    """The path of a request target, whatever the peer sent (`urlsplit` raises on some)."""
+    try:
+        return urlsplit(target).path
+    except ValueError:  # e.g. an absolute-form target with broken IPv6 brackets
+        return target.partition("?")[0].partition("#")[0]
 
 
 def to_websockets_response(response: HttpResponse) -> Response:
