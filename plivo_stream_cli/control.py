@@ -187,7 +187,7 @@ class ControlServer:
                 if wants_monitor is not None and monitor is None:
                     monitor = _Monitor(self, ws, media=wants_monitor)
                     self._monitors.add(monitor)
-                await ws.send(json.dumps(reply, separators=(",", ":")))
+                await ws.send(_encode(reply))
                 if monitor is not None and not monitor.running:
                     monitor.begin()
         except ConnectionClosed:
@@ -205,6 +205,8 @@ class ControlServer:
             request = json.loads(message)
         except ValueError:  # UnicodeDecodeError included
             return _error_reply(None, "bad-request", "not JSON", []), None
+        except RecursionError:
+            return _error_reply(None, "bad-request", "JSON nested too deeply", []), None
         try:
             if not isinstance(request, dict):
                 raise _Refusal("bad-request", "a request is a JSON object")
@@ -369,6 +371,14 @@ def _checkpoint_name(value: object, *, required: bool) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_CHECKPOINT_CHARS:
         raise _Refusal("bad-request", f"checkpoint name: a string of {MAX_CHECKPOINT_CHARS} chars")
     return value
+
+
+def _encode(reply: dict[str, Any]) -> str:
+    """A reply as JSON; one echoing an `id` too deep (or odd) to encode drops that id."""
+    try:
+        return json.dumps(reply, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps({**reply, "id": None}, separators=(",", ":"))
 
 
 def _error_reply(request: Any, code: str, message: str, streams: list[str]) -> dict[str, Any]:
