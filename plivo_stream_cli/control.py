@@ -64,6 +64,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a play request carries the whole file as
 MONITOR_QUEUE = 2000
 MAX_CHECKPOINT_CHARS = 256
 GOING_AWAY = 1001
+DRAIN_SECONDS = 0.5  # at shutdown, for monitors to receive the last records
+CLOSE_TIMEOUT = 0.5  # for a monitor to answer the closing handshake
 
 
 class ControlRequestError(UsageError):
@@ -124,6 +126,7 @@ class ControlServer:
                 max_size=MAX_MESSAGE_BYTES,
                 compression=None,
                 ping_interval=None,  # loopback: TCP reports a dead peer
+                close_timeout=CLOSE_TIMEOUT,
                 logger=quiet_logger("pstream.control"),
             )
         except OSError as exc:
@@ -148,12 +151,12 @@ class ControlServer:
         if self.entry is not None:
             statefile.remove(self.entry.name)
             self.entry = None
-        for monitor in list(self._monitors):
-            await monitor.drain(timeout=2.0)
+        # Together and bounded: a monitor that stopped reading must not hold serve's exit.
+        await asyncio.gather(*(m.drain(timeout=DRAIN_SECONDS) for m in list(self._monitors)))
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws_server.wait_closed(), 5)
+                await asyncio.wait_for(self._ws_server.wait_closed(), CLOSE_TIMEOUT)
             self._ws_server = None
 
     async def __aenter__(self) -> ControlServer:

@@ -74,6 +74,10 @@ WEBSOCKET_MAX_SIZE = 1024 * 1024  # larger than Plivo's 64 KB so oversize messag
 MAX_HELD_BYTES = 16 * 1024
 CAPTURE_FLUSH_SECONDS = 0.5  # capture lines batched like the WAVs: a write per frame adds up
 MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms frames)
+# A peer that never answers our close is cut off after this; shutdown as a whole stays under
+# SHUTDOWN_SECONDS whatever the peers do (half-open handshakes are abandoned at exit).
+CLOSE_TIMEOUT = 1.0
+SHUTDOWN_SECONDS = 1.25
 
 Listener = Callable[[Record], None]
 Route = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
@@ -352,6 +356,7 @@ class StreamServer:
             max_size=WEBSOCKET_MAX_SIZE,
             open_timeout=self.config.start_timeout,  # a peer that never finishes its request
             ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
+            close_timeout=CLOSE_TIMEOUT,
             # permessage-deflate would cost an inflate per 20 ms frame and a zlib context per
             # stream to save a quarter of base64's bytes; declining it is always allowed.
             compression=None,
@@ -368,11 +373,13 @@ class StreamServer:
         Streams close together: a peer that never answers the closing handshake costs its
         close timeout once, not once per stream after it.
         """
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
         await asyncio.gather(*(self._close_one(live) for live in list(self.streams.values())))
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+                remaining = max(0.0, deadline - time.monotonic())
+                await asyncio.wait_for(self._server.wait_closed(), remaining)
         for live in list(self.streams.values()):
             self._finish(live)
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import socket
 import time
+import wave
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +21,14 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 from websockets.utils import generate_key
 
-from plivo_stream_cli.events import Start
+from plivo_stream_cli import synth
+from plivo_stream_cli.audiofile import write_wav
+from plivo_stream_cli.events import Media, Start
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.server import ServeConfig, StreamServer
 from plivo_stream_cli.signature import sign_headers
-from tests.conftest import run
+from tests.conftest import free_port, pstream_process, run, wait_for_port
 
 TOKEN = "hostile-test-token"
 TIMEOUT = 10.0
@@ -179,5 +185,64 @@ def test_answer_without_token_ignores_a_broken_host() -> None:
     run(scenario())
 
 
-def _unused() -> None:  # keep helpers referenced until the next sections use them
-    _ = (json, time, masked_text, start_json)
+# ---------------------------------------------------------------- 6. shutdown whatever the peers do
+
+
+def raw_peer(port: int, *frames: str) -> socket.socket:
+    """A blocking client that upgrades, sends `frames`, and from then on never reads (so never
+    answers the closing handshake either)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ws_headers = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": generate_key(),
+        "Sec-WebSocket-Version": "13",
+    }
+    sock.sendall(head("GET", "/stream", f"127.0.0.1:{port}", ws_headers))
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(1)  # byte by byte: no frame bytes are read past the head
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    sock.sendall(b"".join(masked_text(f) for f in frames))
+    return sock
+
+
+def test_sigterm_exits_within_2_s_with_peers_that_never_close(tmp_path: Path) -> None:
+    port = free_port()
+    greeting = tmp_path / "greeting.wav"
+    write_wav(greeting, synth.tone(440, 30.0, 8000), 8000)  # 30 s to play: writes pile up
+    record = tmp_path / "calls"
+    serve = pstream_process(
+        "serve", "--port", str(port), "--record", str(record), "--play", str(greeting), "--json"
+    )
+    peers: list[socket.socket] = []
+    try:
+        wait_for_port(port)
+        media = [Media("stream-1", "inbound", "1", b"\x7f" * 160, i, i + 2).to_json()
+                 for i in range(50)]  # fmt: skip
+        peers.append(raw_peer(port, start_json(), *media))
+        peers.append(socket.create_connection(("127.0.0.1", port)))  # never sends its request
+        assert serve.stdout is not None
+        seen = 0
+        for line in serve.stdout:  # the feed shows every frame arrived
+            record_ = json.loads(line)
+            seen += record_["event"] == "media" and record_["dir"] == "in"
+            if seen == 50:
+                break
+        began = time.monotonic()
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=30)
+        took = time.monotonic() - began
+    finally:
+        for peer in peers:
+            peer.close()
+        if serve.poll() is None:
+            serve.kill()
+    assert serve.returncode == 0, err
+    assert took < 2.0, f"serve took {took:.2f} s to exit"
+    (closed,) = [json.loads(x) for x in out.splitlines() if '"event":"closed"' in x]
+    (inbound,) = [f["path"] for f in closed["files"] if f["path"].endswith(".inbound.wav")]
+    with wave.open(inbound) as wav:
+        assert wav.getnframes() == 50 * 160
+    print(f"SIGTERM to exit: {took:.2f} s")
