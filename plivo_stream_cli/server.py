@@ -43,7 +43,7 @@ from plivo_stream_cli.events import Event, Media, PlayAudio, ProtocolError, Star
 from plivo_stream_cli.feed import Record, event_record, note_record
 from plivo_stream_cli.formats import MediaFormat
 from plivo_stream_cli.nonces import NonceCache, replay_key
-from plivo_stream_cli.session import SessionState, SessionStateError, StreamSession
+from plivo_stream_cli.session import SessionState, SessionStateError, StreamSession, cut
 from plivo_stream_cli.signature import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -77,6 +77,8 @@ MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms fr
 # A peer that never answers our close is cut off after this; shutdown as a whole stays under
 # SHUTDOWN_SECONDS whatever the peers do (half-open handshakes are abandoned at exit).
 CLOSE_TIMEOUT = 1.0
+SNAPSHOT_PENDING = 16  # the newest pending checkpoints a snapshot lists
+MAX_ERROR_CHARS = 512
 SHUTDOWN_SECONDS = 1.25
 
 Listener = Callable[[Record], None]
@@ -304,10 +306,11 @@ class LiveStream:
             "duplicates": session.sequence.duplicates,
             "reorders": session.sequence.reorders,
             "level": round(codec.level_dbfs(self.last_inbound), 1),
-            "dtmf": "".join(stats.dtmf),
+            "dtmf": "".join(stats.dtmf),  # the last KEEP_DTMF digits
+            "dtmf_count": stats.dtmf_count,
             "checkpoints_sent": stats.checkpoints_sent,
             "checkpoints_confirmed": stats.checkpoints_confirmed,
-            "pending_checkpoints": list(session.pending_checkpoints),
+            "pending_checkpoints": session.pending_checkpoints[-SNAPSHOT_PENDING:],
             "queued": round(self.queued_seconds, 2),
             "play_bytes": stats.play_bytes,
             "errors": self.error_count,
@@ -315,6 +318,7 @@ class LiveStream:
         }
 
     def note_error(self, message: str) -> None:
+        message = cut(message, MAX_ERROR_CHARS)  # may quote the peer: kept short
         self.errors.append(message)
         self.error_count += 1
         record = note_record("error", t=time.time(), stream=self.stream_id, error=message)

@@ -12,18 +12,19 @@ import signal
 import socket
 import time
 import wave
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 from websockets.utils import generate_key
 
 from plivo_stream_cli import synth
 from plivo_stream_cli.audiofile import write_wav
-from plivo_stream_cli.events import Media, Start
+from plivo_stream_cli.events import Dtmf, Media, Start
 from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.server import ServeConfig, StreamServer
@@ -183,6 +184,48 @@ def test_answer_without_token_ignores_a_broken_host() -> None:
             assert f"ws://127.0.0.1:{server.port}/stream" in body and "[::1" not in body
 
     run(scenario())
+
+
+# ---------------------------------------------------------------- 2. bounded per-stream state
+
+
+@pytest.mark.parametrize(
+    "count", [5_000, pytest.param(25_000, marks=pytest.mark.slow)], ids=["20k", "100k"]
+)
+def test_one_signed_stream_cannot_grow_serves_memory(tmp_path: Path, count: int) -> None:
+    """Messages that each add something new (a DTMF "digit", a checkpoint name, a track name,
+    played audio with no caller audio): the stream's collections, its recorder's stereo buffer
+    and its snapshot stay under fixed bounds, and serve goes on serving."""
+
+    def messages() -> Iterator[str]:
+        for i in range(count):
+            seq = 4 * i + 2
+            yield Dtmf("stream-1", f"{i:05d}" * 20, sequence_number=seq).to_json()
+            yield json.dumps({"event": "playedStream", "sequenceNumber": seq + 1,
+                              "streamId": "stream-1", "name": f"name-{i}" * 30})  # fmt: skip
+            yield Media("stream-1", f"track-{i}", "1", b"\x7f" * 2, i, seq + 2).to_json()
+            yield Media("stream-1", "outbound", "1", b"\x7f" * 160, i, seq + 3).to_json()
+
+    async def scenario() -> None:
+        async with serving(auth_token=TOKEN, record_dir=tmp_path, stereo=True) as (server, _):
+            signed = sign_headers(server.local_url, TOKEN)
+            async with connect(server.local_url, additional_headers=signed) as ws:
+                await ws.send(start_json())
+                for message in messages():
+                    await ws.send(message)
+                await until(lambda: server.streams["stream-1"].session.stats.messages > 4 * count)
+                live = server.streams["stream-1"]
+                session, stats = live.session, live.session.stats
+                assert len(stats.dtmf) <= 64 and len(session.confirmed_checkpoints) <= 64
+                assert stats.dtmf_count == count and stats.checkpoints_confirmed == count
+                assert len(stats.media_bytes) <= 10
+                assert live.recorder.buffered_bytes <= 2 * 8000 * 2 * 61  # a minute, not 100+ s
+                snapshot = json.dumps(server.snapshot())
+                assert len(snapshot) < 16_000, len(snapshot)
+                status, _ = await http_raw(server.port, head("GET", "/healthz", "h", {}))
+                assert status == 200
+
+    run(scenario(), timeout=120)
 
 
 # ---------------------------------------------------------------- 6. shutdown whatever the peers do
