@@ -333,15 +333,12 @@ class CallRecorder:
         """Audio held in memory for call.wav (bounded, see MAX_AHEAD_SECONDS)."""
         return len(self._left) + len(self._right)
 
-    def _keep_time(self, lag: float, until: int | None = None) -> None:
-        """Take the caller as silent up to `lag` seconds before now (wall time), at most up to
-        sample `until` of the call."""
+    def _keep_time(self, lag: float) -> None:
+        """Take the caller as silent up to `lag` seconds before now (wall time)."""
         now = self._clock()
         if self._clock_t0 is None:
             self._clock_t0 = now
         due = round((now - self._clock_t0 - lag) * self.fmt.sample_rate)
-        if until is not None:
-            due = min(due, until)
         if due > self._in_pos:
             self._silence(due - self._in_pos)
 
@@ -419,8 +416,8 @@ class CallRecorder:
             return self._result
         result = []
         if self.stereo:
-            if self._clock_t0 is not None:  # played audio heard by now is part of the call
-                self._keep_time(0.0, until=self._call_pos + len(self._right) // 2)
+            if self._clock_t0 is not None:
+                self._keep_time(CALL_LAG_SECONDS)
             self._emit_call()
         for kind, wav in self._wavs.items():
             wav.close()
