@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from plivo_stream_cli import output
+from plivo_stream_cli import output, spool
 from plivo_stream_cli.errors import ExitCode, UsageError
 from plivo_stream_cli.feed import Record, describe, json_line
 from plivo_stream_cli.server import StreamServer
@@ -154,6 +154,9 @@ async def run_serve(
     stopper = Stopper()
     stopper.install()
     await bind(server, shared=workers > 1)
+    # From here on output never blocks the loop: a reader that stops costs lines, not streams.
+    spooling = contextlib.ExitStack()
+    dropped = spooling.enter_context(spool.spooled(on_drop=_dropping))
     control: ControlServer | None = None
     pool: WorkerPool | None = None
     try:
@@ -188,9 +191,12 @@ async def run_serve(
                 await server.close()
         finally:
             json_printer.flush()  # the last records (closed streams) before the summary
-            if control is not None:
-                await control.close()
-        _summary(server)
+            try:
+                if control is not None:
+                    await control.close()
+            finally:
+                spooling.close()  # stdout and stderr back; what no one read is counted
+        _summary(server, dropped)
     return stopper.code
 
 
@@ -274,9 +280,21 @@ def _check_free(host: str, port: int) -> None:
             probe.bind(address)
 
 
-def _summary(server: StreamServer) -> None:
+def _dropping(name: str) -> None:
+    if name == "stdout":  # said on stderr (if that is stalled too, this is dropped as well)
+        output.warn("stdout is not read fast enough: dropping output lines (serving goes on)")
+
+
+def _summary(server: StreamServer, dropped: spool.Dropped) -> None:
     t = server.all_totals()
+    lost = ""
+    if dropped.stdout or dropped.stderr:
+        lost = f", {dropped.stdout + dropped.stderr} output lines dropped"
+        output.warn(
+            f"{dropped.stdout} lines of stdout and {dropped.stderr} of stderr were dropped: "
+            "their reader did not keep up"
+        )
     output.status(
         f"pstream serve stopped: {t['streams']} streams, {t['connections']} connections, "
-        f"{t['rejected']} rejected, {t['errors']} bad messages"
+        f"{t['rejected']} rejected, {t['errors']} bad messages{lost}"
     )

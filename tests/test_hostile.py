@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import time
@@ -29,6 +30,7 @@ from plivo_stream_cli.feed import Record
 from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.server import ServeConfig, StreamServer
 from plivo_stream_cli.signature import sign_headers
+from plivo_stream_cli.spool import WRITE_BYTES, Spool
 from tests.conftest import free_port, pstream_process, run, wait_for_port
 
 TOKEN = "hostile-test-token"
@@ -226,6 +228,77 @@ def test_one_signed_stream_cannot_grow_serves_memory(tmp_path: Path, count: int)
                 assert status == 200
 
     run(scenario(), timeout=120)
+
+
+# ---------------------------------------------------------------- 3. a stalled stdout reader
+
+
+def healthz_seconds(port: int) -> float:
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200")
+    return time.monotonic() - began
+
+
+async def call_of(port: int, stream: str, frames: int) -> int:
+    """A stream of `frames` media frames, closed by the client; the close code it got back."""
+    media = b"\x7f" * 160
+    async with connect(f"ws://127.0.0.1:{port}/stream") as ws:
+        await ws.send(start_json(stream))
+        for i in range(frames):
+            await ws.send(Media(stream, "inbound", "1", media, i, i + 2).to_json())
+    return ws.close_code or 0
+
+
+def test_a_stdout_nobody_reads_stalls_nothing_and_drops_are_counted(tmp_path: Path) -> None:
+    port = free_port()
+    serve = pstream_process("serve", "--port", str(port), "--json", "--record", str(tmp_path))
+    try:
+        wait_for_port(port)
+        # ~3.5 MB of feed lines into a stdout pipe no one reads (64 KB) and serve's buffer (1 MB)
+        assert run(call_of(port, "flood", 20_000), timeout=60) == 1000
+        took = max(healthz_seconds(port) for _ in range(5))
+        assert took < 1.0, f"/healthz took {took:.2f} s"
+        began = time.monotonic()
+        assert run(call_of(port, "after", 50), timeout=10) == 1000  # a stream still works
+        assert time.monotonic() - began < 2.0
+        serve.send_signal(signal.SIGTERM)
+        _, err = serve.communicate(timeout=10)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert serve.returncode == 0, err
+    assert "stdout is not read fast enough" in err
+    (summary,) = [line for line in err.splitlines() if "pstream serve stopped" in line]
+    lost = int(summary.split(", ")[-1].split(" ")[0])
+    assert lost > 1000 and "output lines dropped" in summary
+    with wave.open(str(next(tmp_path.glob("*after*.inbound.wav")))) as wav:
+        assert wav.getnframes() == 50 * 160  # recordings never waited for stdout
+    with wave.open(str(next(tmp_path.glob("*flood*.inbound.wav")))) as wav:
+        assert wav.getnframes() == 20_000 * 160
+
+
+def test_spool_never_blocks_and_counts_what_it_drops() -> None:
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as target:
+        out = Spool(target, limit=64 * 1024)  # type: ignore[arg-type]
+        began = time.monotonic()
+        for i in range(20_000):  # ~2 MB into a pipe no one reads
+            out.write(f"line {i:06d} " + "x" * 90 + "\n")
+        assert time.monotonic() - began < 1.0
+        assert out.buffered <= 64 * 1024
+        assert out.dropped_lines > 10_000
+        dropped = out.close(timeout=0.2)
+        written = 0
+        os.set_blocking(read_end, False)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 1 << 20):
+                written += chunk.count(b"\n")
+    os.close(read_end)
+    # Every line reached the reader or was counted; a write blocked when close gave up may
+    # complete once the reader wakes (WRITE_BYTES of lines of 102 bytes counted twice at most).
+    assert 20_000 <= dropped + written <= 20_000 + WRITE_BYTES // 102 + 1
 
 
 # ---------------------------------------------------------------- 6. shutdown whatever the peers do
