@@ -156,7 +156,7 @@ async def run_serve(
     await bind(server, shared=workers > 1)
     # From here on output never blocks the loop: a reader that stops costs lines, not streams.
     spooling = contextlib.ExitStack()
-    dropped = spooling.enter_context(spool.spooled(on_drop=_dropping))
+    stdio = spooling.enter_context(spool.spooled(on_drop=_dropping))
     control: ControlServer | None = None
     pool: WorkerPool | None = None
     try:
@@ -195,8 +195,11 @@ async def run_serve(
                 if control is not None:
                     await control.close()
             finally:
-                spooling.close()  # stdout and stderr back; what no one read is counted
-        _summary(server, dropped)
+                stdio.end_stdout()  # the reader gets a moment; what it did not take is counted
+        try:
+            _summary(server, stdio)  # still through stderr's spool: a stalled terminal
+        finally:  # cannot hold the exit
+            spooling.close()
     return stopper.code
 
 
@@ -285,14 +288,14 @@ def _dropping(name: str) -> None:
         output.warn("stdout is not read fast enough: dropping output lines (serving goes on)")
 
 
-def _summary(server: StreamServer, dropped: spool.Dropped) -> None:
+def _summary(server: StreamServer, stdio: spool.StdioSpools) -> None:
     t = server.all_totals()
     lost = ""
-    if dropped.stdout or dropped.stderr:
-        lost = f", {dropped.stdout + dropped.stderr} output lines dropped"
+    if stdio.dropped:
+        lost = f", {stdio.dropped} output lines dropped"
         output.warn(
-            f"{dropped.stdout} lines of stdout and {dropped.stderr} of stderr were dropped: "
-            "their reader did not keep up"
+            f"{stdio.out.dropped_lines} lines of stdout and {stdio.err.dropped_lines} of "
+            "stderr were dropped: their reader did not keep up"
         )
     output.status(
         f"pstream serve stopped: {t['streams']} streams, {t['connections']} connections, "

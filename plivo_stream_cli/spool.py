@@ -16,7 +16,6 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import TextIO
 
 LIMIT_BYTES = 1024 * 1024  # buffered per stream before writes are dropped
@@ -157,34 +156,51 @@ def _fd_of(stream: TextIO) -> int | None:
         return None
 
 
-@dataclass
-class Dropped:
-    """Lines `spooled` dropped, per stream."""
+class StdioSpools:
+    """`sys.stdout` and `sys.stderr` replaced by `Spool`s (rich consoles, `print` and the JSON
+    feed all write through them) until `end_stdout` / `end` put the real ones back.
 
-    stdout: int = 0
-    stderr: int = 0
+    `on_drop(name)` is called once per stream ("stdout", "stderr") at its first dropped line.
+    """
+
+    def __init__(self, on_drop: Callable[[str], None] | None = None) -> None:
+        self._targets = (sys.stdout, sys.stderr)
+
+        def notify(name: str) -> Callable[[], None] | None:
+            return None if on_drop is None else lambda: on_drop(name)
+
+        self.out = Spool(sys.stdout, on_drop=notify("stdout"))
+        self.err = Spool(sys.stderr, on_drop=notify("stderr"))
+        self._out_open = self._err_open = True
+        sys.stdout, sys.stderr = self.out, self.err
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped so far, both streams."""
+        return self.out.dropped_lines + self.err.dropped_lines
+
+    def end_stdout(self) -> int:
+        """Give stdout's reader `CLOSE_SECONDS` for the rest, put stdout back; lines dropped."""
+        if self._out_open:
+            self._out_open = False
+            self.out.close()
+            sys.stdout = self._targets[0]
+        return self.out.dropped_lines
+
+    def end(self) -> None:
+        """Both streams back (stderr's reader gets `CLOSE_SECONDS` too)."""
+        self.end_stdout()
+        if self._err_open:
+            self._err_open = False
+            self.err.close()
+            sys.stderr = self._targets[1]
 
 
 @contextlib.contextmanager
-def spooled(on_drop: Callable[[str], None] | None = None) -> Iterator[Dropped]:
-    """`sys.stdout` and `sys.stderr` as `Spool`s inside the block (rich consoles, `print` and
-    the JSON feed all write through them); restored after, with what was dropped counted.
-
-    `on_drop(name)` is called once per stream at its first dropped line.
-    """
-    dropped = Dropped()
-    out_target, err_target = sys.stdout, sys.stderr
-
-    def notify(name: str) -> Callable[[], None] | None:
-        return None if on_drop is None else lambda: on_drop(name)
-
-    out = Spool(out_target, on_drop=notify("stdout"))
-    err = Spool(err_target, on_drop=notify("stderr"))
-    sys.stdout, sys.stderr = out, err
+def spooled(on_drop: Callable[[str], None] | None = None) -> Iterator[StdioSpools]:
+    """`StdioSpools` for the block; the real streams are back after it."""
+    spools = StdioSpools(on_drop)
     try:
-        yield dropped
+        yield spools
     finally:
-        dropped.stdout = out.close()
-        sys.stdout = out_target
-        dropped.stderr = err.close()
-        sys.stderr = err_target
+        spools.end()

@@ -9,8 +9,13 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
 import signal
 import socket
+import subprocess
+import sys
+import termios
+import threading
 import time
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -31,7 +36,7 @@ from plivo_stream_cli.formats import MULAW_8K
 from plivo_stream_cli.server import ServeConfig, StreamServer
 from plivo_stream_cli.signature import sign_headers
 from plivo_stream_cli.spool import WRITE_BYTES, Spool
-from tests.conftest import free_port, pstream_process, run, wait_for_port
+from tests.conftest import ROOT, free_port, pstream_process, run, wait_for_port
 
 TOKEN = "hostile-test-token"
 TIMEOUT = 10.0
@@ -277,6 +282,54 @@ def test_a_stdout_nobody_reads_stalls_nothing_and_drops_are_counted(tmp_path: Pa
         assert wav.getnframes() == 50 * 160  # recordings never waited for stdout
     with wave.open(str(next(tmp_path.glob("*flood*.inbound.wav")))) as wav:
         assert wav.getnframes() == 20_000 * 160
+
+
+def test_live_view_on_a_stopped_terminal_stalls_nothing(tmp_path: Path) -> None:
+    """Ctrl-S on serve's terminal (XOFF: the tty stops taking output): the live view's redraws
+    and status lines must not freeze the streams, /healthz or the exit."""
+    port = free_port()
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[0] |= termios.IXON  # the terminal honours Ctrl-S / Ctrl-Q
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    env.pop("NO_COLOR", None)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "plivo_stream_cli", "serve", "--port", str(port),
+         "--record", str(tmp_path)],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT,
+    )  # fmt: skip
+    os.close(slave)
+    reader = threading.Thread(target=_drain_until_stopped, args=(master,), daemon=True)
+    try:
+        wait_for_port(port)
+        os.write(master, b"\x13")  # Ctrl-S
+        time.sleep(0.1)
+        reader.start()  # reads whatever the tty still lets through (nothing, once stopped)
+        for n in range(3):
+            assert run(call_of(port, f"s{n}", 100), timeout=10) == 1000
+            took = max(healthz_seconds(port) for _ in range(3))
+            assert took < 1.0, f"/healthz took {took:.2f} s"
+            time.sleep(0.5)  # two redraws of the live view into the stopped terminal
+        began = time.monotonic()
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=10)
+        exit_took = time.monotonic() - began
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+        with contextlib.suppress(OSError):
+            os.write(master, b"\x11")  # Ctrl-Q
+        os.close(master)
+    assert serve.returncode == 0
+    assert exit_took < 3.0, f"exit took {exit_took:.2f} s"
+    assert len(list(tmp_path.glob("*.inbound.wav"))) == 3
+
+
+def _drain_until_stopped(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        while os.read(fd, 65536):
+            pass
 
 
 def test_spool_never_blocks_and_counts_what_it_drops() -> None:
