@@ -155,8 +155,7 @@ async def run_serve(
     stopper.install()
     await bind(server, shared=workers > 1)
     # From here on output never blocks the loop: a reader that stops costs lines, not streams.
-    spooling = contextlib.ExitStack()
-    stdio = spooling.enter_context(spool.spooled(on_drop=_dropping))
+    stdio = spool.StdioSpools(on_drop=_dropping)
     control: ControlServer | None = None
     pool: WorkerPool | None = None
     try:
@@ -199,7 +198,7 @@ async def run_serve(
         try:
             _summary(server, stdio)  # still through stderr's spool: a stalled terminal
         finally:  # cannot hold the exit
-            spooling.close()
+            stdio.end()
     return stopper.code
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TextIO
 
 LIMIT_BYTES = 1024 * 1024  # buffered per stream before writes are dropped
@@ -194,13 +194,3 @@ class StdioSpools:
             self._err_open = False
             self.err.close()
             sys.stderr = self._targets[1]
-
-
-@contextlib.contextmanager
-def spooled(on_drop: Callable[[str], None] | None = None) -> Iterator[StdioSpools]:
-    """`StdioSpools` for the block; the real streams are back after it."""
-    spools = StdioSpools(on_drop)
-    try:
-        yield spools
-    finally:
-        spools.end()
