@@ -64,8 +64,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a play request carries the whole file as
 MONITOR_QUEUE = 2000
 MAX_CHECKPOINT_CHARS = 256
 GOING_AWAY = 1001
-DRAIN_SECONDS = 0.5  # at shutdown, for monitors to receive the last records
-CLOSE_TIMEOUT = 0.5  # for a monitor to answer the closing handshake
+DRAIN_SECONDS = 0.25  # at shutdown, for monitors to receive the last records
+CLOSE_TIMEOUT = 0.25  # for a monitor to answer the closing handshake
 
 
 class ControlRequestError(UsageError):

@@ -76,8 +76,8 @@ CAPTURE_FLUSH_SECONDS = 0.5  # capture lines batched like the WAVs: a write per 
 MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms frames)
 # A peer that never answers our close is cut off after this; shutdown as a whole stays under
 # SHUTDOWN_SECONDS whatever the peers do (half-open handshakes are abandoned at exit).
-CLOSE_TIMEOUT = 1.0
-SHUTDOWN_SECONDS = 1.25
+CLOSE_TIMEOUT = 0.75
+SHUTDOWN_SECONDS = 1.0
 SNAPSHOT_PENDING = 16  # the newest pending checkpoints a snapshot lists
 MAX_ERROR_CHARS = 512  # of an error note (it may quote the peer)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 LIMIT_BYTES = 1024 * 1024  # buffered per stream before writes are dropped
-CLOSE_SECONDS = 0.5  # at exit, how long a reader gets to take what is buffered
+CLOSE_SECONDS = 0.25  # at exit, how long a reader gets to take what is buffered
 # One write call at most: a call blocked when `close` gives up may still complete if the
 # reader wakes, so `dropped_lines` can overcount by the lines of one such write.
 WRITE_BYTES = 64 * 1024

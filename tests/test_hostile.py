@@ -28,7 +28,7 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.streams import StreamReader
 from websockets.utils import generate_key
 
-from plivo_stream_cli import synth
+from plivo_stream_cli import statefile, synth
 from plivo_stream_cli.audiofile import write_wav
 from plivo_stream_cli.events import Dtmf, Media, Start
 from plivo_stream_cli.feed import Record
@@ -357,7 +357,9 @@ def test_spool_never_blocks_and_counts_what_it_drops() -> None:
 # ---------------------------------------------------------------- 6. shutdown whatever the peers do
 
 
-def raw_peer(port: int, *frames: str) -> socket.socket:
+def raw_peer(
+    port: int, *frames: str, path: str = "/stream", headers: dict[str, str] | None = None
+) -> socket.socket:
     """A blocking client that upgrades, sends `frames`, and from then on never reads (so never
     answers the closing handshake either)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
@@ -367,8 +369,9 @@ def raw_peer(port: int, *frames: str) -> socket.socket:
         "Connection": "Upgrade",
         "Sec-WebSocket-Key": generate_key(),
         "Sec-WebSocket-Version": "13",
+        **(headers or {}),
     }
-    sock.sendall(head("GET", "/stream", f"127.0.0.1:{port}", ws_headers))
+    sock.sendall(head("GET", path, f"127.0.0.1:{port}", ws_headers))
     answer = b""
     while b"\r\n\r\n" not in answer:
         answer += sock.recv(1)  # byte by byte: no frame bytes are read past the head
@@ -392,6 +395,15 @@ def test_sigterm_exits_within_2_s_with_peers_that_never_close(tmp_path: Path) ->
                  for i in range(50)]  # fmt: skip
         peers.append(raw_peer(port, start_json(), *media))
         peers.append(socket.create_connection(("127.0.0.1", port)))  # never sends its request
+        # a `tail` that subscribes to everything, media included, and never reads
+        deadline = time.monotonic() + TIMEOUT
+        while not (serves := statefile.live_serves()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (entry,) = serves
+        control_port = int(entry.control_url.rsplit(":", 1)[1].split("/")[0])
+        monitor = json.dumps({"id": 1, "op": "monitor", "media": True})
+        bearer = {"Authorization": f"Bearer {entry.token}"}
+        peers.append(raw_peer(control_port, monitor, path="/control", headers=bearer))
         assert serve.stdout is not None
         seen = 0
         for line in serve.stdout:  # the feed shows every frame arrived
