@@ -43,6 +43,13 @@ OTHER_TRACK = "(other)"
 MAX_TEXT = 64  # characters kept of a digit, a name or a track from the peer
 
 
+def _keep(items: list[str], item: str, most: int) -> None:
+    """Append `item`, keeping only the last `most` items."""
+    items.append(item)
+    if len(items) > most:
+        del items[0]
+
+
 def cut(text: str, limit: int = MAX_TEXT) -> str:
     """`text` cut to `limit` characters (marked with an ellipsis) for keeping or showing."""
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
@@ -108,7 +115,7 @@ class SessionStats:
     messages: int = 0
     media_packets: int = 0
     media_bytes: dict[str, int] = field(default_factory=dict)  # at most MAX_TRACKS + 1 keys
-    dtmf: deque[str] = field(default_factory=lambda: deque(maxlen=KEEP_DTMF))  # the last ones
+    dtmf: list[str] = field(default_factory=list)  # the last KEEP_DTMF (a list: 56 bytes idle)
     dtmf_count: int = 0
     errors: int = 0
     unknown_events: int = 0
@@ -130,7 +137,7 @@ class StreamSession:
         self.sequence = SequenceTracker()
         self.stats = SessionStats()
         self.pending_checkpoints: list[str] = []  # at most MAX_PENDING_CHECKPOINTS
-        self.confirmed_checkpoints: deque[str] = deque(maxlen=KEEP_CHECKPOINTS)
+        self.confirmed_checkpoints: list[str] = []  # the last KEEP_CHECKPOINTS
         self.notes: deque[str] = deque(maxlen=256)
         self._l16 = False  # the start's format has 2-byte samples (odd payloads are refused)
 
@@ -171,7 +178,7 @@ class StreamSession:
             self._start(event)
         elif isinstance(event, Dtmf):
             self._require_streaming("dtmf")
-            self.stats.dtmf.append(cut(event.digit))
+            _keep(self.stats.dtmf, cut(event.digit), KEEP_DTMF)
             self.stats.dtmf_count += 1
         elif isinstance(event, PlayedStream):
             self._played(event)
@@ -221,7 +228,7 @@ class StreamSession:
             self.pending_checkpoints.remove(event.name)
         else:
             self.notes.append(f"playedStream for unknown checkpoint {cut(event.name)!r}")
-        self.confirmed_checkpoints.append(cut(event.name))
+        _keep(self.confirmed_checkpoints, cut(event.name), KEEP_CHECKPOINTS)
         self.stats.checkpoints_confirmed += 1
 
     def _require_streaming(self, what: str) -> None:
