@@ -23,8 +23,11 @@ from plivo_stream_cli.events import (
     Start,
     UnknownEvent,
 )
+from plivo_stream_cli.session import MAX_TEXT, cut
 
 Record = dict[str, Any]
+MAX_NAME = 256  # characters of a checkpoint name in a record (control allows 256)
+MAX_KEYS = 32  # keys of an unknown event listed
 
 
 def event_record(event: Event, *, t: float, stream: str, direction: str = "in") -> Record:
@@ -40,13 +43,15 @@ def event_record(event: Event, *, t: float, stream: str, direction: str = "in") 
 
 
 def _media_record(event: Media, t: float, stream: str, direction: str) -> Record:
-    seq, payload = event.sequence_number, event.payload
+    seq, payload, track = event.sequence_number, event.payload, event.track
+    if len(track) > MAX_TEXT:
+        track = cut(track)
     if seq is None:
         return {"t": t, "stream": stream, "dir": direction, "event": "media",
-                "track": event.track, "chunk": event.chunk, "timestamp": event.timestamp,
+                "track": track, "chunk": event.chunk, "timestamp": event.timestamp,
                 "bytes": len(payload)}  # fmt: skip
     return {"t": t, "stream": stream, "dir": direction, "event": "media", "seq": seq,
-            "track": event.track, "chunk": event.chunk, "timestamp": event.timestamp,
+            "track": track, "chunk": event.chunk, "timestamp": event.timestamp,
             "bytes": len(payload)}  # fmt: skip
 
 
@@ -66,16 +71,16 @@ def _details(event: Event) -> Record:
             "contentType": event.media_format.content_type,
             "extraHeaders": event.headers,
         }
-    if isinstance(event, Dtmf):
-        return {"digit": event.digit, "track": event.track, "timestamp": event.timestamp}
+    if isinstance(event, Dtmf):  # peer text is cut: a record stays small whatever arrives
+        return {"digit": cut(event.digit), "track": cut(event.track), "timestamp": event.timestamp}
     if isinstance(event, PlayedStream | Checkpoint):
-        return {"name": event.name}
+        return {"name": cut(event.name, MAX_NAME)}
     if isinstance(event, PlayAudio):
         return {"contentType": event.media_format.content_type, "bytes": len(event.payload)}
     if isinstance(event, SendDtmf):
         return {"digits": event.digits}
     if isinstance(event, UnknownEvent):
-        return {"keys": sorted(event.raw)}
+        return {"keys": [cut(key) for key in sorted(event.raw)[:MAX_KEYS]]}
     return {}  # clearAudio, clearedAudio, stop: the event name says it all
 
 

@@ -34,6 +34,26 @@ from plivo_stream_cli.events import (
 from plivo_stream_cli.formats import MediaFormat
 
 _SEEN_WINDOW = 512  # sequence numbers remembered to tell duplicates from late arrivals
+# What a peer sends must not grow a stream's memory: collections keep counts and the last few
+# items, and text from the peer is cut (DTMF "digits" and checkpoint names can be any string).
+KEEP_DTMF = 64  # last digits kept (all are counted)
+KEEP_CHECKPOINTS = 64  # last confirmed names kept (all are counted)
+MAX_PENDING_CHECKPOINTS = 1000  # sent, unconfirmed: the oldest are forgotten past this
+MAX_TRACKS = 8  # distinct track names counted apart; the rest under OTHER_TRACK
+OTHER_TRACK = "(other)"
+MAX_TEXT = 64  # characters kept of a digit, a name or a track from the peer
+
+
+def _keep(items: list[str], item: str, most: int) -> None:
+    """Append `item`, keeping only the last `most` items."""
+    items.append(item)
+    if len(items) > most:
+        del items[0]
+
+
+def cut(text: str, limit: int = MAX_TEXT) -> str:
+    """`text` cut to `limit` characters (marked with an ellipsis) for keeping or showing."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 class SessionState(Enum):
@@ -117,8 +137,9 @@ class SessionStats:
 
     messages: int = 0
     media_packets: int = 0
-    media_bytes: dict[str, int] = field(default_factory=dict)
-    dtmf: list[str] = field(default_factory=list)
+    media_bytes: dict[str, int] = field(default_factory=dict)  # at most MAX_TRACKS + 1 keys
+    dtmf: list[str] = field(default_factory=list)  # the last KEEP_DTMF (a list: 56 bytes idle)
+    dtmf_count: int = 0
     errors: int = 0
     unknown_events: int = 0
     play_messages: int = 0
@@ -138,8 +159,8 @@ class StreamSession:
         self.start: Start | None = None
         self.sequence = SequenceTracker()
         self.stats = SessionStats()
-        self.pending_checkpoints: list[str] = []
-        self.confirmed_checkpoints: list[str] = []
+        self.pending_checkpoints: list[str] = []  # at most MAX_PENDING_CHECKPOINTS
+        self.confirmed_checkpoints: list[str] = []  # the last KEEP_CHECKPOINTS
         self.notes: deque[str] = deque(maxlen=256)
         self.deviations: set[str] = set()  # kinds of departure from Plivo's protocol seen
         self.warnings: list[str] = []  # one line per new deviation, for the server to show
@@ -219,7 +240,8 @@ class StreamSession:
             self._check_shape(event)
         elif isinstance(event, Dtmf):
             self._require_streaming("dtmf")
-            self.stats.dtmf.append(event.digit)
+            _keep(self.stats.dtmf, cut(event.digit), KEEP_DTMF)
+            self.stats.dtmf_count += 1
             self._check_shape(event)
         elif isinstance(event, PlayedStream):
             self._played(event)
@@ -229,7 +251,7 @@ class StreamSession:
             self.state = SessionState.STOPPED
         elif isinstance(event, UnknownEvent):
             self.stats.unknown_events += 1
-            self.notes.append(f"unknown event {event.name!r} ignored")
+            self.notes.append(f"unknown event {cut(event.name)!r} ignored")
         else:
             raise ProtocolError(f"event: {event.event!r} is sent by servers, not by Plivo")
         if seq is not None:
@@ -251,8 +273,13 @@ class StreamSession:
             raise ProtocolError(f"media.payload: odd length {size} for 16-bit L16")
         stats = self.stats
         stats.media_packets += 1
-        by_track = stats.media_bytes
-        by_track[event.track] = by_track.get(event.track, 0) + size
+        by_track, track = stats.media_bytes, event.track
+        count = by_track.get(track)
+        if count is None:  # a new track name (rare): only so many are counted apart
+            if len(by_track) >= MAX_TRACKS or len(track) > MAX_TEXT:
+                track = OTHER_TRACK
+            count = by_track.get(track, 0)
+        by_track[track] = count + size
         seq = event.sequence_number
         if seq is None or event.chunk is None or event.extra_headers is None or event.quirks:
             self._check_shape(event)
@@ -265,8 +292,8 @@ class StreamSession:
         if event.name in self.pending_checkpoints:
             self.pending_checkpoints.remove(event.name)
         else:
-            self.notes.append(f"playedStream for unknown checkpoint {event.name!r}")
-        self.confirmed_checkpoints.append(event.name)
+            self.notes.append(f"playedStream for unknown checkpoint {cut(event.name)!r}")
+        _keep(self.confirmed_checkpoints, cut(event.name), KEEP_CHECKPOINTS)
         self.stats.checkpoints_confirmed += 1
 
     def _require_streaming(self, what: str) -> None:
@@ -286,6 +313,8 @@ class StreamSession:
         """The `checkpoint` text; `name` becomes pending until `playedStream` confirms it."""
         self._sendable("checkpoint")
         self.pending_checkpoints.append(name)
+        if len(self.pending_checkpoints) > MAX_PENDING_CHECKPOINTS:
+            del self.pending_checkpoints[0]  # never confirmed so far: forgotten, still counted
         self.stats.checkpoints_sent += 1
         return Checkpoint(self.stream_id, name).to_json()
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import itertools
+import re
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +35,66 @@ _TO_HTTP = {"ws": "http", "wss": "https"}
 _TO_WS = {"http": "ws", "https": "wss"}
 _OTHER_SCHEME = {"http": "https", "https": "http"}
 _DEFAULT_PORT = {"http": 80, "https": 443}
+# RFC 3986 reg-name characters (unreserved, pct-encoded, sub-delims): what a Host may name.
+_REG_NAME = re.compile(r"[A-Za-z0-9._~%!$&'()*+,;=-]+")
+_PORT = re.compile(r"[0-9]{1,5}")
+_TARGET = re.compile(r"/[\x21-\x7e]*")  # origin-form: a path (and query), printable ASCII
+
+
+class UnsignableURL(ValueError):
+    """The URL a request was signed for cannot be built from it (a broken Host or target).
+
+    Such a request can carry no valid signature: servers refuse it as they refuse a bad one.
+    """
+
+
+def valid_host(host: str) -> bool:
+    """Whether `host` is a usable `Host` header value: `name[:port]` or `[IPv6][:port]`."""
+    if host.startswith("["):
+        literal, bracket, rest = host[1:].partition("]")
+        if not bracket:
+            return False
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            return False
+        return not rest or (rest.startswith(":") and _valid_port(rest[1:]))
+    name, colon, port = host.partition(":")
+    return _REG_NAME.fullmatch(name) is not None and (not colon or _valid_port(port))
+
+
+def _valid_port(port: str) -> bool:
+    return _PORT.fullmatch(port) is not None and int(port) <= 65535
+
+
+def request_url(target: str, host: str, public_url: str | None = None) -> str:
+    """The http(s) URL Plivo signed for a request to `target` (its path and query).
+
+    Behind a tunnel that is `public_url`'s scheme and host (ws(s) read as http(s)); otherwise
+    `http://` and the request's `Host` header. Raises `UnsignableURL` when either is unusable
+    (missing, empty, broken IPv6 brackets, a bad port, a target that is not a path).
+    """
+    if not _TARGET.fullmatch(target):
+        raise UnsignableURL(f"request target {target[:64]!r} is not a path: cannot check its URL")
+    if public_url:
+        public = urlparse(public_url)
+        scheme = _TO_HTTP.get(public.scheme, public.scheme)
+        base = f"{scheme}://{public.netloc}"
+    elif not host:
+        raise UnsignableURL("no Host header: cannot build the URL the signature covers")
+    elif not valid_host(host):
+        raise UnsignableURL(f"unusable Host header {host[:64]!r}: cannot build the signed URL")
+    else:
+        base = f"http://{host}"
+    url = base + target
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise UnsignableURL(f"cannot build the signed URL from {url[:96]!r}: {exc}") from None
+    if parsed.scheme not in _DEFAULT_PORT or not parsed.netloc:
+        raise UnsignableURL(f"cannot build the signed URL from {url[:96]!r}")
+    return url
 
 
 def http_form(url: str) -> str:
@@ -98,6 +160,7 @@ def diagnose(
     if not nonce or not signature_header:
         return None
     original = _Parts.of(_require_http(http_form(url)))
+    alt_hosts = [h for h in alt_hosts if valid_host(h)]  # from the network: may be anything
     for variant in _variants(original, alt_hosts, alt_ports):
         candidate = variant.url()
         signed = _signed_string(candidate, method, params)

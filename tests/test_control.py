@@ -357,3 +357,28 @@ def test_a_serve_that_is_gone_is_a_network_error() -> None:
 def test_play_request_fields_are_base64_pcm() -> None:
     fields = encode_play(b"\x01\x00\x02\x00", 8000)
     assert fields == {"pcm": base64.b64encode(b"\x01\x00\x02\x00").decode(), "rate": 8000}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000 + "]" * 100_000,
+        '{"a":' * 50_000 + "1" + "}" * 50_000,
+        "[" * 200_000,
+        '{"id": ' + "[" * 5_000 + "]" * 5_000 + ', "op": "explode"}',
+    ],
+    ids=["lists", "objects", "unclosed", "deep-id"],
+)
+def test_deeply_nested_requests_get_their_refusal_not_1011(text: str) -> None:
+    async def scenario() -> None:
+        async with serving() as (_, control, _feed):
+            headers = {"Authorization": f"Bearer {control.token}"}
+            async with connect(control.url, additional_headers=headers, proxy=None) as ws:
+                await ws.send(text)
+                reply = json.loads(await ws.recv())
+                await ws.send(json.dumps({"id": 7, "op": "streams"}))  # the session goes on
+                after = json.loads(await ws.recv())
+        assert reply["ok"] is False and reply["code"] == "bad-request"
+        assert after["ok"] is True and after["id"] == 7
+
+    run(scenario())

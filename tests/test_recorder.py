@@ -17,6 +17,8 @@ import pytest
 
 from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.recorder import (
+    CALL_LAG_SECONDS,
+    MAX_AHEAD_SECONDS,
     CallRecorder,
     CaptureError,
     WavRecorder,
@@ -443,3 +445,45 @@ def test_every_recording_file_is_private(tmp_path: Path) -> None:
     paths = [item.path for item in result]
     assert len(paths) == 4
     assert {Path(p).stat().st_mode & 0o777 for p in paths} == {0o600}
+
+
+class FakeClock:
+    """Wall time the test moves on (the recorder reads a clock; it sleeps on nothing)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_stereo_buffer_drains_on_time_with_only_played_audio(tmp_path: Path) -> None:
+    """Only the played side has audio (the caller's frames never come): the buffer for
+    call.wav drains as time passes, and call.wav holds the played audio, in time, up to a
+    second (CALL_LAG_SECONDS) before the end, as the caller's clock would."""
+    clock = FakeClock()
+    played = tone(500, 8000, 30.0)
+    frame = 320  # 20 ms
+    peak = 0
+    with CallRecorder(tmp_path, "c", "s", MULAW_8K, stereo=True, clock=clock) as rec:
+        for i in range(0, len(played), frame):
+            rec.outbound(played[i : i + frame])
+            clock.now += 0.02
+            peak = max(peak, rec.buffered_bytes)
+    assert peak < 2 * 8000 * 2 * (CALL_LAG_SECONDS + 0.5)  # about the lag, not 30 s
+    left, right = channels_of(read_frames(tmp_path / "c_s.call.wav")[1])
+    assert len(right) == len(played) - 2 * 8000 * CALL_LAG_SECONDS
+    assert right == played[: len(right)] and left == bytes(len(right))
+
+
+def test_stereo_buffer_is_bounded_when_played_audio_floods_in(tmp_path: Path) -> None:
+    clock = FakeClock()  # never moves: 10 minutes of audio arrive at one instant
+    chunk = tone(500, 8000, 1.0)
+    with CallRecorder(tmp_path, "c", "s", MULAW_8K, stereo=True, clock=clock) as rec:
+        for _ in range(600):
+            rec.outbound(chunk)
+            assert rec.buffered_bytes <= 2 * 8000 * (MAX_AHEAD_SECONDS + 1) * 2
+    _, right = channels_of(read_frames(tmp_path / "c_s.call.wav")[1])
+    # call.wav: all but the last minute, which was still queued (unplayed) at the end
+    assert right == chunk * (600 - int(MAX_AHEAD_SECONDS))
+    assert read_frames(tmp_path / "c_s.outbound.wav")[1] == chunk * 600

@@ -10,6 +10,11 @@ import pytest
 from plivo_stream_cli.events import Dtmf, Media, ProtocolError, Start
 from plivo_stream_cli.formats import L16_8K, MULAW_8K, MediaFormat
 from plivo_stream_cli.session import (
+    KEEP_CHECKPOINTS,
+    KEEP_DTMF,
+    MAX_PENDING_CHECKPOINTS,
+    MAX_TEXT,
+    MAX_TRACKS,
     PlaybackQueue,
     SequenceTracker,
     SessionState,
@@ -77,7 +82,7 @@ def test_dtmf_is_recorded() -> None:
     session = StreamSession()
     session.receive(start_text())
     assert isinstance(session.receive(Dtmf("stream", "5", sequence_number=2).to_json()), Dtmf)
-    assert session.stats.dtmf == ["5"]
+    assert list(session.stats.dtmf) == ["5"] and session.stats.dtmf_count == 1
 
 
 def test_sequence_tracker_classifies_anomalies() -> None:
@@ -158,3 +163,27 @@ def test_checkpoint_with_no_audio_is_due_at_once() -> None:
     queue = PlaybackQueue()
     queue.add_checkpoint("now")
     assert queue.play(160) == (b"", ["now"])
+
+
+def test_what_the_peer_sends_cannot_grow_the_session() -> None:
+    session = StreamSession()
+    session.receive(start_text())
+    for i in range(5_000):
+        seq = 4 * i + 2
+        session.receive(Dtmf("stream", f"{i}" * 50, sequence_number=seq).to_json())
+        played = {"event": "playedStream", "sequenceNumber": seq + 1, "name": f"cp-{i}" * 40}
+        session.receive(json.dumps(played))
+        track = f"track-{i}" * (1 + i % 20)
+        session.receive(Media("stream", track, "0", b"\xff" * 2, i, seq + 2).to_json())
+        unknown = {"event": f"odd-{i}" * 100, "sequenceNumber": seq + 3}
+        session.receive(json.dumps(unknown))
+        session.checkpoint(f"mine-{i}")
+    stats = session.stats
+    assert stats.dtmf_count == 5_000 and stats.checkpoints_confirmed == 5_000
+    assert len(stats.dtmf) == KEEP_DTMF and all(len(d) <= MAX_TEXT for d in stats.dtmf)
+    assert len(session.confirmed_checkpoints) == KEEP_CHECKPOINTS
+    assert all(len(n) <= MAX_TEXT for n in session.confirmed_checkpoints)
+    assert len(stats.media_bytes) <= MAX_TRACKS + 1 and sum(stats.media_bytes.values()) == 10_000
+    assert len(session.pending_checkpoints) == MAX_PENDING_CHECKPOINTS
+    assert session.pending_checkpoints[-1] == "mine-4999"
+    assert sum(len(note) for note in session.notes) < 256 * 200  # notes cut too

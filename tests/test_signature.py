@@ -15,10 +15,12 @@ from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.signature import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
+    UnsignableURL,
     compute_v3,
     diagnose,
     http_form,
     new_nonce,
+    request_url,
     sign_headers,
     validate_v3,
 )
@@ -277,3 +279,63 @@ def test_signature_equals_the_sdk(
     assert ours == expected
     copy = {k: list(v) if isinstance(v, list) else v for k, v in params.items()}
     assert sdk.validate_v3_signature(method, url, nonce, token, ours, params=copy)
+
+
+# ---------------------------------------------------------------- URLs built from the request
+
+_HOST_PIECES = st.sampled_from(
+    ["[", "]", ":", "::1", "[::1]", "[::1", "::1]", "[fe80::1%eth0]", "[zz]", "@", "/", "?",
+     "#", " ", "\t", "%", "example.com", "127.0.0.1", ":8080", ":99999", ":", "é", "\\", "\x00"]
+)  # fmt: skip
+_host_values = st.one_of(
+    st.text(max_size=40),
+    st.lists(_HOST_PIECES, max_size=6).map("".join),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(host=_host_values, public=st.sampled_from([None, "https://pub.example.app"]))
+def test_request_url_builds_a_signable_url_or_refuses_clearly(
+    host: str, public: str | None
+) -> None:
+    """Whatever the Host header holds, the URL is one `validate_v3` can check, or the request is
+    refused with `UnsignableURL`: never another exception (once a 1011 / HTTP 500)."""
+    try:
+        url = request_url("/stream?a=1", host, public)
+    except UnsignableURL as exc:
+        assert public is None  # only the Host header can be broken
+        assert str(exc)
+        return
+    assert validate_v3(url, "123", "not-it", "token") is False
+    assert diagnose(url, "123", "not-it", "token", alt_hosts=[host]) is None
+    assert url.endswith("/stream?a=1")
+
+
+@pytest.mark.parametrize(
+    "host", ["", "[::1", "[::1]x", "[zz]:80", "::1", "host:99999", "host:x", "a b", "h/x", "u@h"]
+)
+def test_request_url_refuses_an_unusable_host(host: str) -> None:
+    with pytest.raises(UnsignableURL):
+        request_url("/stream", host)
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("example.com", "http://example.com/stream"),
+        ("127.0.0.1:8080", "http://127.0.0.1:8080/stream"),
+        ("[::1]:8080", "http://[::1]:8080/stream"),
+        ("[::1]", "http://[::1]/stream"),
+    ],
+)
+def test_request_url_of_a_usable_host(host: str, url: str) -> None:
+    assert request_url("/stream", host) == url
+    assert request_url("/stream", "ignored", "wss://pub.example.app") == (
+        "https://pub.example.app/stream"
+    )
+
+
+@pytest.mark.parametrize("target", ["", "stream", "*", "http://[::1/stream", "/a b"])
+def test_request_url_refuses_a_target_that_is_not_a_path(target: str) -> None:
+    with pytest.raises(UnsignableURL):
+        request_url(target, "example.com")

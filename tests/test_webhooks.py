@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
+import h11
+import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.adapters.webhooks import MAX_BODY_BYTES, BodyTooLarge, ChunkedBody
 from plivo_stream_cli.formats import L16_16K
 from plivo_stream_cli.signature import sign_headers
 from plivo_stream_cli.streamxml import StreamOptions
@@ -177,5 +184,93 @@ def test_unknown_paths_and_methods() -> None:
             with pytest.raises(urllib.error.HTTPError) as info:
                 await asyncio.to_thread(urllib.request.urlopen, request, timeout=10)
             assert info.value.code == 405
+
+    run(scenario())
+
+
+# ---------------------------------------------------------------- chunked request bodies
+
+
+def _chunked(pieces: list[bytes], ext: str = "", trailers: str = "") -> bytes:
+    out = b"".join(f"{len(p):x}{ext}\r\n".encode() + p + b"\r\n" for p in pieces if p)
+    return out + f"0{ext}\r\n{trailers}\r\n".encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.binary(max_size=300), max_size=8),
+    ext=st.sampled_from(["", ";a=b", '; name="x"']),
+    trailers=st.sampled_from(["", "X-Trailer: 1\r\n"]),
+    cuts=st.lists(st.integers(0, 3000), max_size=12),
+)
+def test_chunked_body_decodes_however_it_is_split(
+    pieces: list[bytes], ext: str, trailers: str, cuts: list[int]
+) -> None:
+    wire = _chunked(pieces, ext, trailers)
+    points = sorted({min(c, len(wire)) for c in cuts} | {0, len(wire)})
+    decoder = ChunkedBody(10_000)
+    done = [decoder.feed(wire[a:b]) for a, b in itertools.pairwise(points)]
+    assert done[-1] and not any(done[:-1]) and bytes(decoder.body) == b"".join(pieces)
+
+
+def test_chunked_body_matches_h11s_encoder() -> None:
+    client = h11.Connection(h11.CLIENT)
+    headers = [("Host", "x"), ("Transfer-Encoding", "chunked")]
+    client.send(h11.Request(method="POST", target="/status", headers=headers))
+    wire = b"".join(
+        client.send(event) or b""
+        for event in (h11.Data(data=b"Event=Start"), h11.Data(data=b"Stream&"), h11.EndOfMessage())
+    )
+    decoder = ChunkedBody(1000)
+    assert decoder.feed(wire) and bytes(decoder.body) == b"Event=StartStream&"
+
+
+@pytest.mark.parametrize(
+    ("wire", "error"),
+    [
+        (b"zz\r\nab\r\n0\r\n\r\n", ValueError),
+        (b"2\r\nabXY", ValueError),
+        (b"-1\r\n", ValueError),
+        (b"1" * 5000, ValueError),  # a size line that never ends
+        (b"fffffffffffffffff\r\n", ValueError),
+        (b"401\r\n", BodyTooLarge),
+        (b"400\r\n" + b"a" * 1024 + b"\r\n1\r\n", BodyTooLarge),
+    ],
+)
+def test_chunked_body_refuses_malformed_or_too_large(wire: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        ChunkedBody(1024).feed(wire)
+
+
+def _post_chunked(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    def pieces() -> Iterator[bytes]:  # a generator body: httpx sends it chunked
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+
+    response = httpx.post(url, content=pieces(), headers=headers, timeout=10)
+    return response.status_code, response.text
+
+
+def test_signed_chunked_webhook_is_accepted_with_the_same_size_limit() -> None:
+    form = {"Event": "StartStream", "CallUUID": "c1", "StreamID": "s1"}
+    body = urllib.parse.urlencode(form).encode()
+
+    async def scenario() -> None:
+        records: list[dict[str, Any]] = []
+        async with StreamServer(ServeConfig(port=0, auth_token=TOKEN, public_url=PUBLIC)) as s:
+            s.subscribe(records.append)
+            url = f"http://127.0.0.1:{s.port}/status"
+            signed = sign_headers(f"{PUBLIC}/status", TOKEN, method="POST", params=form)
+            ctype = {"Content-Type": "application/x-www-form-urlencoded"}
+            status, _ = await asyncio.to_thread(_post_chunked, url, body, {**signed, **ctype})
+            assert status == 200
+            wrong = sign_headers(f"{PUBLIC}/status", "nope", method="POST", params=form)
+            status, _ = await asyncio.to_thread(_post_chunked, url, body, {**wrong, **ctype})
+            assert status == 403
+            huge = b"a=" + b"x" * MAX_BODY_BYTES
+            status, _ = await asyncio.to_thread(_post_chunked, url, huge, {**signed, **ctype})
+            assert status == 413
+        (accepted,) = [r for r in records if r["event"] == "status"]
+        assert accepted["fields"] == form
 
     run(scenario())

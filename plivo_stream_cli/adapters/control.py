@@ -65,6 +65,8 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a play request carries the whole file as
 MONITOR_QUEUE = 2000
 MAX_CHECKPOINT_CHARS = 256
 GOING_AWAY = 1001
+DRAIN_SECONDS = 0.25  # at shutdown, for monitors to receive the last records
+CLOSE_TIMEOUT = 0.25  # for a monitor to answer the closing handshake
 
 
 class ControlRequestError(UsageError):
@@ -125,6 +127,7 @@ class ControlServer:
                 max_size=MAX_MESSAGE_BYTES,
                 compression=None,
                 ping_interval=None,  # loopback: TCP reports a dead peer
+                close_timeout=CLOSE_TIMEOUT,
                 logger=quiet_logger("pstream.control"),
             )
         except OSError as exc:
@@ -149,12 +152,12 @@ class ControlServer:
         if self.entry is not None:
             statefile.remove(self.entry.name)
             self.entry = None
-        for monitor in list(self._monitors):
-            await monitor.drain(timeout=2.0)
+        # Together and bounded: a monitor that stopped reading must not hold serve's exit.
+        await asyncio.gather(*(m.drain(timeout=DRAIN_SECONDS) for m in list(self._monitors)))
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws_server.wait_closed(), 5)
+                await asyncio.wait_for(self._ws_server.wait_closed(), CLOSE_TIMEOUT)
             self._ws_server = None
 
     async def __aenter__(self) -> ControlServer:
@@ -188,7 +191,7 @@ class ControlServer:
                 if wants_monitor is not None and monitor is None:
                     monitor = _Monitor(self, ws, media=wants_monitor)
                     self._monitors.add(monitor)
-                await ws.send(json.dumps(reply, separators=(",", ":")))
+                await ws.send(_encode(reply))
                 if monitor is not None and not monitor.running:
                     monitor.begin()
         except ConnectionClosed:
@@ -206,6 +209,8 @@ class ControlServer:
             request = json.loads(message)
         except ValueError:  # UnicodeDecodeError included
             return _error_reply(None, "bad-request", "not JSON", []), None
+        except RecursionError:
+            return _error_reply(None, "bad-request", "JSON nested too deeply", []), None
         try:
             if not isinstance(request, dict):
                 raise _Refusal("bad-request", "a request is a JSON object")
@@ -370,6 +375,14 @@ def _checkpoint_name(value: object, *, required: bool) -> str | None:
     if not isinstance(value, str) or len(value) > MAX_CHECKPOINT_CHARS:
         raise _Refusal("bad-request", f"checkpoint name: a string of {MAX_CHECKPOINT_CHARS} chars")
     return value
+
+
+def _encode(reply: dict[str, Any]) -> str:
+    """A reply as JSON; one echoing an `id` too deep (or odd) to encode drops that id."""
+    try:
+        return json.dumps(reply, separators=(",", ":"))
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps({**reply, "id": None}, separators=(",", ":"))
 
 
 def _error_reply(request: Any, code: str, message: str, streams: list[str]) -> dict[str, Any]:

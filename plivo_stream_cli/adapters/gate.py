@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 from plivo_stream_cli.nonces import NonceCache, replay_key
 from plivo_stream_cli.signature import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
+    UnsignableURL,
     compute_v3,
     diagnose,
+    request_url,
     validate_v3,
 )
 
@@ -43,13 +44,8 @@ class SignatureGate:
         self.replay_authority: ReplayAuthority | None = None
 
     def signed_url(self, target: str, host: str) -> str:
-        """The URL Plivo signed for this request: the public one when known."""
-        public_url = self._public_url()
-        if public_url:
-            public = urlsplit(public_url)
-            scheme = {"wss": "https", "ws": "http"}.get(public.scheme, public.scheme)
-            return f"{scheme}://{public.netloc}{target}"
-        return f"http://{host}{target}"
+        """The URL Plivo signed for this request: the public one when known (`UnsignableURL`)."""
+        return request_url(target, host, self._public_url())
 
     async def check(
         self,
@@ -66,7 +62,10 @@ class SignatureGate:
         nonce = headers.get(NONCE_HEADER.lower())
         if not signature or not nonce:
             return False, f"missing {SIGNATURE_HEADER} or {NONCE_HEADER} header"
-        url = self.signed_url(target, headers.get("host", ""))
+        try:
+            url = self.signed_url(target, headers.get("host", ""))
+        except UnsignableURL as exc:  # refused like a bad signature (1008 / 403), not a crash
+            return False, str(exc)
         if validate_v3(url, nonce, signature, token, method=method, params=params):
             return await self._first_use(url, nonce, token, method, params)
         host = headers.get("host", "")

@@ -37,6 +37,7 @@ from plivo_stream_cli.session import (
     SessionStateError,
     StreamRefused,
     StreamSession,
+    cut,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 POLICY_VIOLATION = 1008
 CAPTURE_FLUSH_SECONDS = 0.5  # capture lines batched like the WAVs: a write per frame adds up
 MAX_PENDING_PLAYS = 250  # echo tasks waiting for Plivo's queue (5 s of 20 ms frames)
+SNAPSHOT_PENDING = 16  # the newest pending checkpoints a snapshot lists
+MAX_ERROR_CHARS = 512  # of an error note (it may quote the peer)
 
 
 class LiveStream:
@@ -358,10 +361,11 @@ class LiveStream:
             "reorders": session.sequence.reorders,
             "level": round(codec.level_dbfs(self.last_inbound), 1),
             "bot_level": self._bot_level(),
-            "dtmf": "".join(stats.dtmf),
+            "dtmf": "".join(stats.dtmf),  # the last KEEP_DTMF digits
+            "dtmf_count": stats.dtmf_count,
             "checkpoints_sent": stats.checkpoints_sent,
             "checkpoints_confirmed": stats.checkpoints_confirmed,
-            "pending_checkpoints": list(session.pending_checkpoints),
+            "pending_checkpoints": session.pending_checkpoints[-SNAPSHOT_PENDING:],
             "queued": round(self.queued_seconds, 2),
             "play_bytes": stats.play_bytes,
             "errors": self.error_count,
@@ -375,6 +379,7 @@ class LiveStream:
         return round(codec.level_dbfs(codec.decode(self.last_outbound, self.media_format)), 1)
 
     def note_error(self, message: str) -> None:
+        message = cut(message, MAX_ERROR_CHARS)  # may quote the peer: kept short
         self.errors.append(message)
         self.error_count += 1
         record = note_record("error", t=time.time(), stream=self.stream_id, error=message)

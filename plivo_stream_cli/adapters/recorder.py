@@ -54,6 +54,12 @@ _RESERVED = frozenset(
 )
 _pwrite = getattr(os, "pwrite", None)
 _CALL_BATCH_SECONDS = 0.2  # caller audio gathered before mixing into call.wav
+# The call's clock is the caller's audio, but wall time when that falls behind by more than
+# CALL_LAG_SECONDS (only played audio arrives): the caller is taken as silent, so the stereo
+# buffer drains on time, not on the caller's next frame. Played audio is kept at most
+# MAX_AHEAD_SECONDS (Plivo's whole queue) ahead of the clock: a flood moves the clock on.
+CALL_LAG_SECONDS = 1.0
+MAX_AHEAD_SECONDS = 60.0
 
 
 def safe_name(value: str, *, max_len: int = 64) -> str:
@@ -252,8 +258,11 @@ class CallRecorder:
         capture: bool = True,
         capture_flush: float = 0.0,
         on_warning: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = Path(directory)
+        self._clock = clock
+        self._clock_t0: float | None = None  # when the call's timeline began (first audio)
         self._capture_flush = capture_flush
         self._capture_due = 0.0  # monotonic time by which buffered capture lines are written
         self._on_warning = on_warning or _log_warning
@@ -274,6 +283,7 @@ class CallRecorder:
         self._in_pos = 0
         self._out_end = 0  # where the played audio queued so far ends
         self._emit_bytes = 2 * int(fmt.sample_rate * _CALL_BATCH_SECONDS)
+        self._max_ahead = 2 * int(fmt.sample_rate * MAX_AHEAD_SECONDS)
         self._result: list[RecordedFile] | None = None
         self._create_files(f"{safe_name(call_id)}_{safe_name(stream_id)}", capture)
         self._inbound_wav = self._wavs["inbound"]  # written once per frame
@@ -303,6 +313,8 @@ class CallRecorder:
             return
         self._inbound_wav.write(pcm)
         if self.stereo:
+            if self._clock_t0 is None:
+                self._clock_t0 = self._clock()
             self._left += pcm
             self._in_pos += len(pcm) // 2
             if len(self._left) >= self._emit_bytes:
@@ -312,12 +324,37 @@ class CallRecorder:
         """Audio sent to be played to the caller (a playAudio payload, decoded)."""
         self._wavs["outbound"].write(pcm)
         if self.stereo:
+            self._keep_time(CALL_LAG_SECONDS)
             start = max(self._out_end, self._in_pos)
             gap = 2 * (start - self._call_pos) - len(self._right)
             if gap > 0:
                 self._right += bytes(gap)
             self._right += pcm
             self._out_end = start + len(pcm) // 2
+            ahead = len(self._right) - len(self._left) - self._max_ahead
+            if ahead > 0:  # more played audio than Plivo could queue: the clock moves on
+                self._silence(ahead // 2)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Audio held in memory for call.wav (bounded, see MAX_AHEAD_SECONDS)."""
+        return len(self._left) + len(self._right)
+
+    def _keep_time(self, lag: float) -> None:
+        """Take the caller as silent up to `lag` seconds before now (wall time)."""
+        now = self._clock()
+        if self._clock_t0 is None:
+            self._clock_t0 = now
+        due = round((now - self._clock_t0 - lag) * self.fmt.sample_rate)
+        if due > self._in_pos:
+            self._silence(due - self._in_pos)
+
+    def _silence(self, samples: int) -> None:
+        """`samples` of caller silence on the call's timeline."""
+        self._left += bytes(2 * samples)
+        self._in_pos += samples
+        if len(self._left) >= self._emit_bytes:
+            self._emit_call()
 
     def clear_outbound(self) -> None:
         """A clearAudio was sent: played audio queued beyond this moment is dropped."""
@@ -365,6 +402,7 @@ class CallRecorder:
         if self._result is not None:
             return
         if self.stereo:
+            self._keep_time(CALL_LAG_SECONDS)
             self._emit_call()
         for wav in self._wavs.values():
             wav.flush()
@@ -385,6 +423,8 @@ class CallRecorder:
             return self._result
         result = []
         if self.stereo:
+            if self._clock_t0 is not None:
+                self._keep_time(CALL_LAG_SECONDS)
             self._emit_call()
         for kind, wav in self._wavs.items():
             wav.close()

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
@@ -36,6 +35,7 @@ from plivo_stream_cli.adapters.webhooks import (
     Routes,
     from_websockets_request,
     make_connection_class,
+    target_path,
     to_websockets_response,
 )
 from plivo_stream_cli.feed import note_record
@@ -55,6 +55,10 @@ __all__ = [
 
 GOING_AWAY = 1001
 WEBSOCKET_MAX_SIZE = 1024 * 1024  # larger than Plivo's 64 KB so oversize messages are logged, kept
+# A peer that never answers our close is cut off after this; shutdown as a whole stays under
+# SHUTDOWN_SECONDS whatever the peers do (half-open handshakes are abandoned at exit).
+CLOSE_TIMEOUT = 0.75
+SHUTDOWN_SECONDS = 1.0
 
 
 class Peers(Protocol):
@@ -182,6 +186,7 @@ class StreamServer:
             max_size=WEBSOCKET_MAX_SIZE,
             open_timeout=self.config.start_timeout,  # a peer that never finishes its request
             ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
+            close_timeout=CLOSE_TIMEOUT,
             # permessage-deflate would cost an inflate per 20 ms frame and a zlib context per
             # stream to save a quarter of base64's bytes; declining it is always allowed.
             compression=None,
@@ -198,11 +203,13 @@ class StreamServer:
         Streams close together: a peer that never answers the closing handshake costs its
         close timeout once, not once per stream after it.
         """
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
         await asyncio.gather(*(self._close_one(live) for live in list(self.streams.values())))
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+                remaining = max(0.0, deadline - time.monotonic())
+                await asyncio.wait_for(self._server.wait_closed(), remaining)
         for live in list(self.streams.values()):
             live.finish()
 
@@ -269,7 +276,7 @@ class StreamServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        if urlsplit(request.path).path == self.config.path:
+        if target_path(request.path) == self.config.path:
             return None  # the WebSocket upgrade proceeds
         response = await self.routes.route(from_websockets_request(request, remote_of(connection)))
         return to_websockets_response(response or HttpResponse(404, "not found\n"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from plivo_stream_cli.feed import Record, note_record
+from plivo_stream_cli.signature import valid_host
 
 if TYPE_CHECKING:
     from plivo_stream_cli.adapters.gate import SignatureGate
@@ -45,11 +47,11 @@ class HttpRequest:
 
     @property
     def path(self) -> str:
-        return urlsplit(self.target).path
+        return target_path(self.target)
 
     @property
     def query(self) -> dict[str, list[str]]:
-        return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
+        return parse_qs(self.target.partition("?")[2].partition("#")[0], keep_blank_values=True)
 
     @property
     def form(self) -> dict[str, list[str]]:
@@ -69,6 +71,14 @@ class HttpResponse:
 
 
 Route = Callable[[HttpRequest], Awaitable[HttpResponse | None]]
+
+
+def target_path(target: str) -> str:
+    """The path of a request target, whatever the peer sent (`urlsplit` raises on some)."""
+    try:
+        return urlsplit(target).path
+    except ValueError:  # e.g. an absolute-form target with broken IPv6 brackets
+        return target.partition("?")[0].partition("#")[0]
 
 
 def to_websockets_response(response: HttpResponse) -> Response:
@@ -120,6 +130,8 @@ def make_connection_class(
             self._transport = transport  # asyncio hands it over; kept to answer webhooks
             super().connection_made(transport)
 
+        _chunks: ChunkedBody | None = None
+
         def data_received(self, data: bytes) -> None:
             if not self._sniffing:
                 super().data_received(data)
@@ -146,16 +158,21 @@ def make_connection_class(
         def _maybe_dispatch(self) -> None:
             assert self._head is not None
             method, target, headers = self._head
-            try:
-                length = int(headers.get("content-length", "0"))
-            except ValueError:
-                length = -1
-            if length < 0 or length > MAX_BODY_BYTES:
-                self._reply(HttpResponse(413, "bad or too large Content-Length\n"))
-                return
-            if len(self._buffer) < length:
-                return
-            body, self._buffer = self._buffer[:length], b""
+            if "transfer-encoding" in headers:
+                body = self._chunked_body(headers)
+                if body is None:
+                    return
+            else:
+                try:
+                    length = int(headers.get("content-length", "0"))
+                except ValueError:
+                    length = -1
+                if length < 0 or length > MAX_BODY_BYTES:
+                    self._reply(HttpResponse(413, "bad or too large Content-Length\n"))
+                    return
+                if len(self._buffer) < length:
+                    return
+                body, self._buffer = self._buffer[:length], b""
             self._sniffing = False
             self._head = None
             assert self._transport is not None
@@ -164,6 +181,28 @@ def make_connection_class(
             request = HttpRequest(method, target, headers, body, remote)
             # held here so the task is not garbage-collected mid-flight (works on every websockets)
             self._webhook_task = asyncio.get_running_loop().create_task(self._answer(request))
+
+        def _chunked_body(self, headers: dict[str, str]) -> bytes | None:
+            """The body of a chunked request once complete (None: not yet, or refused)."""
+            if self._chunks is None:
+                if headers["transfer-encoding"].strip().lower() != "chunked":
+                    self._reply(HttpResponse(501, "only chunked Transfer-Encoding is supported\n"))
+                    return None
+                if "content-length" in headers:  # ambiguous framing: how requests are smuggled
+                    self._reply(HttpResponse(400, "both Content-Length and Transfer-Encoding\n"))
+                    return None
+                self._chunks = ChunkedBody(MAX_BODY_BYTES)
+            data, self._buffer = self._buffer, b""
+            try:
+                if not self._chunks.feed(data):
+                    return None
+            except BodyTooLarge:
+                self._reply(HttpResponse(413, "request body too large\n"))
+                return None
+            except ValueError as exc:
+                self._reply(HttpResponse(400, f"bad chunked body: {exc}\n"))
+                return None
+            return bytes(self._chunks.body)
 
         async def _answer(self, request: HttpRequest) -> None:
             try:
@@ -181,6 +220,78 @@ def make_connection_class(
                 self._transport.close()
 
     return WebhookConnection
+
+
+class BodyTooLarge(ValueError):
+    """A chunked body grew past its limit."""
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+MAX_CHUNK_LINE = 4096  # a size line (with extensions) or a trailer line
+
+
+class ChunkedBody:
+    """Decodes a `Transfer-Encoding: chunked` body as it arrives, at most `limit` bytes of it.
+
+    `feed` returns True once the last chunk and the trailers have arrived (`body` is then the
+    whole body); it raises `BodyTooLarge`, or `ValueError` for a malformed body. Incremental, so
+    a body trickled a byte at a time costs linear time. Extensions and trailers are skipped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.body = bytearray()
+        self._pending = b""  # bytes not yet decoded
+        self._state = "size"  # size | data | crlf | trailer | done
+        self._left = 0  # bytes of the current chunk still to come
+        self._trailers = 0
+
+    def feed(self, data: bytes) -> bool:
+        buf = self._pending + data if self._pending else data
+        while self._state != "done":
+            if self._state == "data":
+                take = buf[: self._left]
+                self.body += take
+                self._left -= len(take)
+                buf = buf[len(take) :]
+                if self._left:
+                    break
+                self._state = "crlf"
+            elif self._state == "crlf":
+                if len(buf) < 2:
+                    break
+                if buf[:2] != b"\r\n":
+                    raise ValueError("a chunk does not end with CRLF")
+                buf, self._state = buf[2:], "size"
+            else:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > MAX_CHUNK_LINE:
+                        raise ValueError("a chunk line is too long")
+                    break
+                line, buf = buf[:end], buf[end + 2 :]
+                if self._state == "size":
+                    self._size_line(line)
+                elif not line:
+                    self._state = "done"
+                else:
+                    self._trailers += len(line) + 2
+                    if self._trailers > MAX_CHUNK_LINE:
+                        raise ValueError("trailers too long")
+        self._pending = buf if self._state != "done" else b""
+        return self._state == "done"
+
+    def _size_line(self, line: bytes) -> None:
+        size_text = line.split(b";", 1)[0].strip(b" \t")
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise ValueError(f"bad chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            self._state = "trailer"
+            return
+        if len(self.body) + size > self.limit:
+            raise BodyTooLarge(f"body over {self.limit} bytes")
+        self._left, self._state = size, "data"
 
 
 def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
@@ -234,6 +345,7 @@ class Routes:
             public = urlsplit(self.config.public_url)
             scheme = {"wss": "https", "ws": "http"}.get(public.scheme, public.scheme)
             return f"{scheme}://{public.netloc}"
+        host = host if valid_host(host) else ""  # a broken Host must not reach the XML
         return f"http://{host or self._local_base()}"
 
     def answer_xml(self, host: str = "") -> str:

@@ -250,9 +250,9 @@ def serve(
             on_stopping=stopping,
             control_port=control_port,
             workers=workers,
+            on_stopped=lambda: _report_hint(captures),
         )
     )
-    _report_hint(captures)
     raise typer.Exit(int(code))
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from plivo_stream_cli.adapters.feedwriter import JsonPrinter
 from plivo_stream_cli.adapters.server import StreamServer
-from plivo_stream_cli.console import output
+from plivo_stream_cli.console import output, spool
 from plivo_stream_cli.errors import ExitCode, UsageError
 from plivo_stream_cli.feed import Record, describe
 
@@ -101,6 +101,7 @@ async def run_serve(
     on_stopping: Callable[[], Awaitable[None]] | None = None,
     control_port: int | None = None,
     workers: int = 1,
+    on_stopped: Callable[[], None] | None = None,
 ) -> ExitCode:
     """Serve until SIGINT/SIGTERM; returns the exit code.
 
@@ -112,6 +113,8 @@ async def run_serve(
     stopper = Stopper()
     stopper.install()
     await bind(server, shared=workers > 1)
+    # From here on output never blocks the loop: a reader that stops costs lines, not streams.
+    stdio = spool.StdioSpools(on_drop=_dropping)
     control: ControlServer | None = None
     pool: WorkerPool | None = None
     try:
@@ -146,9 +149,17 @@ async def run_serve(
                 await server.close()
         finally:
             json_printer.flush()  # the last records (closed streams) before the summary
-            if control is not None:
-                await control.close()
-        _summary(server)
+            try:
+                if control is not None:
+                    await control.close()
+            finally:
+                stdio.end_stdout()  # the reader gets a moment; what it did not take is counted
+        try:
+            _summary(server, stdio)  # still through stderr's spool: a stalled terminal
+            if on_stopped is not None:  # last words (e.g. how to see the recordings), same way
+                on_stopped()
+        finally:  # cannot hold the exit
+            stdio.end()
     return stopper.code
 
 
@@ -232,9 +243,21 @@ def _check_free(host: str, port: int) -> None:
             probe.bind(address)
 
 
-def _summary(server: StreamServer) -> None:
+def _dropping(name: str) -> None:
+    if name == "stdout":  # said on stderr (if that is stalled too, this is dropped as well)
+        output.warn("stdout is not read fast enough: dropping output lines (serving goes on)")
+
+
+def _summary(server: StreamServer, stdio: spool.StdioSpools) -> None:
     t = server.all_totals()
+    lost = ""
+    if stdio.dropped:
+        lost = f", {stdio.dropped} output lines dropped"
+        output.warn(
+            f"{stdio.out.dropped_lines} lines of stdout and {stdio.err.dropped_lines} of "
+            "stderr were dropped: their reader did not keep up"
+        )
     output.status(
         f"pstream serve stopped: {t['streams']} streams, {t['connections']} connections, "
-        f"{t['rejected']} rejected, {t['errors']} bad messages"
+        f"{t['rejected']} rejected, {t['errors']} bad messages{lost}"
     )
