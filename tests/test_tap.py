@@ -1,0 +1,468 @@
+"""`serve --upstream`: simulate -> serve (the tap) -> a bot written here, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters.control import ControlClient, Target, start_control
+from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
+from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call
+from plivo_stream_cli.adapters.tap import (
+    check_upstream,
+    close_args,
+    forwarded_headers,
+    upstream_url,
+)
+from plivo_stream_cli.errors import UsageError
+from plivo_stream_cli.feed import Record
+from plivo_stream_cli.formats import MULAW_8K
+from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, validate_v3
+from tests.conftest import run
+
+TOKEN = "tap-test-token"
+REPLY = codec.encode(synth.tone(500, 0.2, 8000), MULAW_8K)  # one 200 ms chunk of the bot's reply
+
+
+class Bot:
+    """A voice bot: answers each caller utterance 150 ms after it ends with 1 s of audio and a
+    checkpoint; when the caller talks over its reply, sends clearAudio. Keeps what it got."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        close_after: int | None = None,
+        reply_after: float = 0.15,
+    ) -> None:
+        self.token = token
+        self.close_after = close_after  # close (1000) after this many messages
+        self.reply_after = reply_after
+        self.received: list[str | bytes] = []
+        self.requests: list[Request] = []
+        self.refused = 0
+        self.close_codes: list[int | None] = []
+        self.sent: list[str] = []
+        self.done = asyncio.Event()
+
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        self.requests.append(request)
+        if self.token is None:
+            return None
+        url = f"http://{request.headers['Host']}{request.path}"
+        headers = request.headers
+        if validate_v3(url, headers.get(NONCE_HEADER), headers.get(SIGNATURE_HEADER), self.token):
+            return None
+        self.refused += 1
+        return Response(403, "Forbidden", Headers([("Content-Length", "0")]), b"")
+
+    async def handler(self, ws: ServerConnection) -> None:
+        last_speech: float | None = None
+        answered = True
+        playing_until = 0.0
+        cleared = False
+
+        async def send(event: dict[str, Any]) -> None:
+            text = json.dumps(event)
+            self.sent.append(text)
+            await ws.send(text)
+
+        async def watch() -> None:
+            nonlocal answered, playing_until, cleared
+            while True:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                quiet = last_speech is not None and now - last_speech > self.reply_after
+                if not answered and quiet:
+                    answered, cleared = True, False
+                    for _ in range(5):
+                        payload = base64.b64encode(REPLY).decode()
+                        await send(
+                            {
+                                "event": "playAudio",
+                                "media": {
+                                    "contentType": "audio/x-mulaw",
+                                    "sampleRate": 8000,
+                                    "payload": payload,
+                                },
+                            }
+                        )
+                    await send({"event": "checkpoint", "streamId": sid, "name": "reply-end"})
+                    playing_until = now + 1.0
+
+        sid = ""
+        watcher = asyncio.ensure_future(watch())
+        try:
+            async for message in ws:
+                self.received.append(message)
+                if self.close_after is not None and len(self.received) >= self.close_after:
+                    await ws.close(1000, "bot done")
+                    break
+                event = json.loads(message)
+                if event["event"] == "start":
+                    sid = event["start"]["streamId"]
+                if event["event"] != "media":
+                    continue
+                pcm = codec.decode(base64.b64decode(event["media"]["payload"]), MULAW_8K)
+                if codec.level_dbfs(pcm) > -50:
+                    now = time.monotonic()
+                    if now < playing_until and not cleared:
+                        cleared = True
+                        playing_until = 0.0
+                        await send({"event": "clearAudio", "streamId": sid})
+                    last_speech, answered = now, False
+        except ConnectionClosed:
+            pass
+        finally:
+            watcher.cancel()
+            self.close_codes.append(ws.close_code)
+            self.done.set()
+
+
+@asynccontextmanager
+async def bot_serving(bot: Bot) -> AsyncIterator[str]:
+    async with serve(
+        bot.handler, "127.0.0.1", 0, process_request=bot.process_request, compression=None
+    ) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/ws"
+
+
+@asynccontextmanager
+async def tap(upstream: str, **options: Any) -> AsyncIterator[tuple[StreamServer, list[Record]]]:
+    records: list[Record] = []
+    async with StreamServer(ServeConfig(port=0, upstream=upstream, **options)) as server:
+        server.subscribe(records.append)
+        yield server, records
+
+
+def simulate(url: str, **options: Any) -> SimulateConfig:
+    options.setdefault("linger", 1.5)
+    return SimulateConfig(url=url, audio=synth.default_caller_audio(MULAW_8K), **options)
+
+
+def of(records: list[Record], event: str) -> list[Record]:
+    return [r for r in records if r["event"] == event]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_the_bot_gets_what_simulate_sent_and_the_caller_gets_the_bot(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        bot = Bot(token=TOKEN)
+        async with (
+            bot_serving(bot) as bot_url,
+            tap(bot_url, auth_token=TOKEN, record_dir=tmp_path, stereo=True) as (server, records),
+        ):
+            config = simulate(
+                server.local_url + "?userId=7", auth_token=TOKEN, extra_headers="a=1;b=two"
+            )
+            report = await run_call(config)
+            await asyncio.wait_for(bot.done.wait(), 5)
+        # the signature-checking bot accepted serve's signature of the upstream URL
+        assert bot.refused == 0
+        request = bot.requests[0]
+        assert request.path == "/ws?userId=7"
+        assert request.headers["X-Forwarded-For"] == "127.0.0.1"
+        # the bot received exactly the caller's messages: start with its fields, every frame
+        events = [json.loads(m) for m in bot.received]
+        start = events[0]
+        assert start["event"] == "start"
+        assert start["start"]["callId"] == config.call_id
+        assert start["extra_headers"] == "a=1;b=two"
+        media = [e for e in events if e["event"] == "media"]
+        assert len(media) == report.frames_sent
+        sent_audio = b"".join(base64.b64decode(e["media"]["payload"]) for e in media)
+        assert sent_audio == config.audio
+        assert [e["sequenceNumber"] for e in events] == sorted(e["sequenceNumber"] for e in events)
+        # the caller heard the bot and confirmed its checkpoint, which reached the bot
+        assert report.received_audio == REPLY * 5
+        assert report.checkpoints_confirmed == ["reply-end"]
+        assert any(e["event"] == "playedStream" and e["name"] == "reply-end" for e in events)
+        assert report.close_code == 1000 and not report.violations
+        # the recording holds both directions exactly
+        stem = f"{config.call_id}_{config.stream_id}"
+        inbound = _wav(tmp_path / f"{stem}.inbound.wav")
+        outbound = _wav(tmp_path / f"{stem}.outbound.wav")
+        assert inbound == codec.decode(config.audio, MULAW_8K)
+        assert outbound == codec.decode(REPLY * 5, MULAW_8K)
+        assert (tmp_path / f"{stem}.call.wav").exists()
+        capture = [json.loads(line) for line in (tmp_path / f"{stem}.jsonl").open()]
+        assert sum(1 for c in capture if c["dir"] == "in" and c["msg"]["event"] == "media") == len(
+            media
+        )
+        assert [c["msg"] for c in capture if c["dir"] == "out"] == [json.loads(t) for t in bot.sent]
+        # the feed shows both directions and the latency of the turn
+        assert of(records, "upstream")[0]["state"] == "connected"
+        assert len(of(records, "playAudio")) == 5
+        closed = of(records, "closed")[0]
+        assert closed["upstream"] == "connected"
+        measured = closed["metrics"]
+        first = measured["first_audio_ms"]
+        assert first["count"] == 1
+        # the bot answers 150 ms after the caller's last speech frame (plus its 10 ms tick)
+        assert 140 <= first["max"] <= 260, first
+        assert measured["checkpoint_ms"]["count"] == 1
+        assert report_first_audio(report) == pytest.approx(first["max"], abs=40)
+
+    run(scenario())
+
+
+def report_first_audio(report: Any) -> float:
+    from plivo_stream_cli.metrics import first_audio_ms
+
+    value = first_audio_ms(report)
+    assert value is not None
+    return value
+
+
+def _wav(path: Path) -> bytes:
+    with wave.open(str(path)) as wav:
+        return wav.readframes(wav.getnframes())
+
+
+def test_barge_in_clear_is_measured_and_injected_clear_and_checkpoint_work() -> None:
+    async def scenario() -> None:
+        bot = Bot()
+        async with bot_serving(bot) as bot_url, tap(bot_url) as (server, records):
+            control = await start_control(server)
+            try:
+                target = Target(control.url, control.token, "t")
+                call = asyncio.ensure_future(
+                    run_call(simulate(server.local_url, barge_in_at=0.3, linger=2.5))
+                )
+                while not of(records, "playAudio"):
+                    await asyncio.sleep(0.01)
+                async with ControlClient(target) as client:
+                    await client.request("checkpoint", name="pstream-mark")
+                    reply = await client.request("clear")
+                    assert reply.get("ok"), reply
+                report = await call
+            finally:
+                await control.close()
+            await asyncio.wait_for(bot.done.wait(), 5)
+        # the injected clear reached the caller as if the bot sent it, then the bot's own clear
+        assert report.clears >= 2
+        # Plivo confirmed pstream's checkpoint? It was cleared before it played: never confirmed.
+        # Either way, no playedStream with pstream's name reached the bot.
+        names = [json.loads(m).get("name") for m in bot.received]
+        assert "pstream-mark" not in names
+        closed = of(records, "closed")[0]
+        assert closed["metrics"]["clear_ms"]["count"] >= 1
+
+    run(scenario())
+
+
+def test_injected_checkpoint_is_confirmed_to_the_tap_but_not_passed_to_the_bot() -> None:
+    async def scenario() -> None:
+        bot = Bot()
+        async with bot_serving(bot) as bot_url, tap(bot_url) as (server, records):
+            call = asyncio.ensure_future(run_call(simulate(server.local_url, linger=2.0)))
+            while not server.streams or not next(iter(server.streams.values())).session.start:
+                await asyncio.sleep(0.01)
+            live = next(iter(server.streams.values()))
+            await live.send_checkpoint("pstream-mark")
+            report = await call
+            await asyncio.wait_for(bot.done.wait(), 5)
+        assert "pstream-mark" in report.checkpoints_confirmed
+        played = [r for r in of(records, "playedStream") if r["name"] == "pstream-mark"]
+        assert played  # serve saw it
+        names = [json.loads(m).get("name") for m in bot.received]
+        assert "pstream-mark" not in names
+        assert "reply-end" in names  # the bot's own confirmation was passed on
+
+    run(scenario())
+
+
+def test_a_bot_with_another_token_refuses_and_the_caller_is_told_why() -> None:
+    async def scenario() -> None:
+        bot = Bot(token="some-other-token")
+        async with (
+            bot_serving(bot) as bot_url,
+            tap(bot_url, auth_token=TOKEN) as (
+                server,
+                records,
+            ),
+        ):
+            report = await run_call(simulate(server.local_url, auth_token=TOKEN, linger=0.5))
+        assert bot.refused == 1
+        assert report.close_code == 1011
+        assert report.close_reason == "upstream: HTTP 403 Forbidden"
+        failed = of(records, "upstream")[0]
+        assert failed["state"] == "failed" and failed["reason"] == "HTTP 403 Forbidden"
+        # nothing already received is lost: the start still reached the feed
+        assert of(records, "start")
+
+    run(scenario())
+
+
+def test_a_down_bot_is_reported_in_one_line_and_closes_the_caller(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        url = f"ws://127.0.0.1:{free_port()}/ws"
+        async with tap(url, record_dir=tmp_path) as (server, records):
+            report = await run_call(simulate(server.local_url, linger=0.5))
+        assert report.close_code == 1011
+        assert report.close_reason == "upstream: connection refused"
+        failed = of(records, "upstream")[0]
+        assert failed["reason"] == "connection refused"
+        assert failed["action"] == "closed 1011"
+        closed = of(records, "closed")[0]
+        assert closed["upstream"] == "failed: connection refused"
+        assert [f for f in closed["files"] if f["path"].endswith(".jsonl")]
+
+    run(scenario())
+
+
+def test_a_signature_failure_reaches_no_bot() -> None:
+    async def scenario() -> None:
+        bot = Bot()
+        async with bot_serving(bot) as bot_url, tap(bot_url, auth_token=TOKEN) as (server, _):
+            report = await run_call(simulate(server.local_url, auth_token="wrong", linger=0.2))
+        assert report.close_code == 1008
+        assert bot.requests == []
+
+    run(scenario())
+
+
+def test_a_bot_that_closes_mid_call_closes_the_caller_the_same_way() -> None:
+    async def scenario() -> None:
+        bot = Bot(close_after=10)
+        async with bot_serving(bot) as bot_url, tap(bot_url) as (server, records):
+            report = await run_call(simulate(server.local_url, linger=1))
+        assert report.close_code == 1000
+        assert report.close_reason == "bot done"
+        assert report.closed_by_server
+        closed = of(records, "upstream")[-1]
+        assert closed["state"] == "closed" and closed["code"] == 1000
+        assert of(records, "closed")[0]["upstream"].startswith("closed by the bot")
+
+    run(scenario())
+
+
+def test_the_callers_hang_up_reaches_the_bot() -> None:
+    async def scenario() -> None:
+        bot = Bot()
+        async with bot_serving(bot) as bot_url, tap(bot_url) as (server, _):
+            await run_call(simulate(server.local_url, linger=0.2))
+            await asyncio.wait_for(bot.done.wait(), 5)
+        assert bot.close_codes == [1000]
+
+    run(scenario())
+
+
+def test_messages_pass_byte_for_byte_in_order_both_ways() -> None:
+    """Odd spacing, unicode, unknown events, a binary frame: all reach the bot unchanged."""
+    received: list[str | bytes] = []
+    back: list[str | bytes] = [
+        '{"event":"playAudio" , "media":{"contentType":"audio/x-mulaw","sampleRate":8000,'
+        '"payload":"AAAA"}}',
+        b"\x00\x01binary",
+        '{"event": "sendDTMF", "dtmf": "12"}',
+    ]
+
+    async def handler(ws: ServerConnection) -> None:
+        first = await ws.recv()
+        received.append(first)
+        for message in back:
+            await ws.send(message)
+        async for message in ws:
+            received.append(message)
+
+    async def scenario() -> list[str | bytes]:
+        async with serve(handler, "127.0.0.1", 0) as bot:
+            port = next(iter(bot.sockets)).getsockname()[1]
+            async with tap(f"ws://127.0.0.1:{port}/") as (server, _):
+                sent: list[str | bytes] = [
+                    '{"event":"start","sequenceNumber":1,"start":{"callId":"c","streamId":"s",'
+                    '"accountId":"MA","tracks":["inbound"],"mediaFormat":{"encoding":'
+                    '"audio/x-mulaw","sampleRate":8000}},"extra_headers":"é=ü"}',
+                    '{ "event" : "media", "sequenceNumber": 2, "streamId": "s", "media": '
+                    '{"track":"inbound","timestamp":"1","chunk":1,"payload":"////"}}',
+                    '{"event":"mystery","x":[1,2]}',
+                    b"\xff\xfe",
+                    "not json at all",
+                ]
+                got: list[str | bytes] = []
+                async with connect(server.local_url, proxy=None) as ws:
+                    for message in sent:
+                        await ws.send(message)
+                    for _ in back:
+                        got.append(await ws.recv())
+                    await asyncio.sleep(0.2)
+                assert got == back
+                return sent
+
+    sent = run(scenario())
+    assert received == sent
+
+
+# ---------------------------------------------------------------- pieces
+
+
+def test_upstream_urls_are_checked() -> None:
+    assert check_upstream("ws://127.0.0.1:8765/ws") == "ws://127.0.0.1:8765/ws"
+    assert check_upstream("wss://bot.example.com") == "wss://bot.example.com"
+    for bad in ("http://x/ws", "ws://", "127.0.0.1:8765", "ws://h:notaport/"):
+        with pytest.raises(UsageError):
+            check_upstream(bad)
+
+
+def test_plivos_query_is_appended_to_the_upstream_url() -> None:
+    assert upstream_url("ws://b:1/ws", "/stream?a=1") == "ws://b:1/ws?a=1"
+    assert upstream_url("ws://b:1/ws?k=v", "/stream?a=1") == "ws://b:1/ws?k=v&a=1"
+    assert upstream_url("ws://b:1", "/stream") == "ws://b:1/"
+
+
+def test_forwarded_headers_are_resigned_for_the_upstream_url() -> None:
+    raw = [
+        ("Host", "abc.ngrok.app"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", "k"),
+        (SIGNATURE_HEADER, "old"),
+        (NONCE_HEADER, "1"),
+        ("X-Custom", "kept"),
+    ]
+    url = "ws://127.0.0.1:9/ws?a=1"
+    headers = dict(
+        forwarded_headers(
+            raw, url=url, remote="10.0.0.1:5", auth_token=TOKEN, public_url="https://abc.ngrok.app"
+        )
+    )
+    assert "Host" not in headers and "Sec-WebSocket-Key" not in headers
+    assert headers["X-Custom"] == "kept"
+    assert validate_v3(url, headers[NONCE_HEADER], headers[SIGNATURE_HEADER], TOKEN)
+    assert headers["X-Forwarded-Proto"] == "https"
+    assert headers["X-Forwarded-Host"] == "abc.ngrok.app"
+    assert headers["X-Forwarded-For"] == "10.0.0.1"
+
+
+def test_close_codes_that_cannot_be_sent_become_normal_ones() -> None:
+    assert close_args(1000, "bye", "x") == (1000, "bye")
+    assert close_args(4001, "custom", "x") == (4001, "custom")
+    assert close_args(1006, None, "went away") == (1001, "went away")
+    assert close_args(1005, None, "x") == (1000, "")
+    assert close_args(None, None, "gone") == (1001, "gone")
