@@ -6,7 +6,9 @@ stream into the same `CallReport` timelines `metrics` computes from, one per cal
 the live figures and simulate's come from one set of metric functions:
 
 - a turn starts at the caller's first speech frame after at least `TURN_PAUSE_S` without
-  speech (the first speech of the call starts one too) and lasts until the next one starts;
+  speech, or once the bot has answered (played audio at least `ANSWER_AFTER_S` after the
+  caller's last speech frame; the first speech of the call starts one too),
+  and lasts until the next one starts;
   its `speech_end` is its last speech frame, so `first_audio_ms` is the bot's first
   `playAudio` after the caller stopped talking;
 - a turn that starts while the bot's audio is still playing (as Plivo plays it: each
@@ -29,6 +31,7 @@ from plivo_stream_cli.formats import MediaFormat
 from plivo_stream_cli.metrics import METRICS, aggregate, call_metrics
 
 TURN_PAUSE_S = 0.5  # silence that ends the caller's turn; shorter pauses are inside a sentence
+ANSWER_AFTER_S = 0.1  # audio this long after the caller's speech answers it (not mid-sentence)
 MAX_TURN_EVENTS = 4096
 MAX_VALUES = 1000  # per metric: the latest values are kept for percentiles
 
@@ -42,6 +45,7 @@ class TurnLog:
         self.turns = 0  # caller turns begun
         self.values: dict[str, list[float]] = {name: [] for name in METRICS}
         self._last_speech: float | None = None
+        self._answered = False  # the bot has played since the caller's last speech frame
         self._drain_at = 0.0  # when the bot's audio queued so far has played out
         self._pending: list[TimedEvent] = []  # checkpoints waiting for their playedStream
         self._report = self._new_report()
@@ -59,7 +63,7 @@ class TurnLog:
             return None
         closed = None
         last = self._last_speech
-        if last is None or t - last >= self.pause:
+        if last is None or t - last >= self.pause or self._answered:
             closed = self._close_turn()
             self.turns += 1
             if self._drain_at > t:
@@ -69,10 +73,14 @@ class TurnLog:
         if report.barge_in_started is not None:
             report.barge_in_ended = t
         self._last_speech = t
+        self._answered = False
         return closed
 
     def bot_play(self, t: float, nbytes: int) -> None:
         self._drain_at = max(self._drain_at, t) + self.fmt.seconds(nbytes)
+        last = self._last_speech
+        if last is not None and t - last >= ANSWER_AFTER_S:
+            self._answered = True
         self._mark(TimedEvent(t, "play", nbytes=nbytes))
 
     def bot_checkpoint(self, t: float, name: str) -> None:
