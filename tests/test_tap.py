@@ -481,3 +481,65 @@ def test_close_codes_that_cannot_be_sent_become_normal_ones() -> None:
     assert close_args(1006, None, "went away") == (1001, "went away")
     assert close_args(1005, None, "x") == (1000, "")
     assert close_args(None, None, "gone") == (1001, "gone")
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_serve_upstream_from_the_command_line_reports_latency_at_exit() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, pstream_process, serving_in_thread, wait_for_port
+
+    bot = Bot(token=TOKEN)
+
+    @asynccontextmanager
+    async def open_bot() -> AsyncIterator[str]:
+        async with bot_serving(bot) as url:
+            yield url
+
+    with serving_in_thread(open_bot) as bot_url:
+        port = free_port()
+        serve_proc = pstream_process(
+            "serve", "--port", str(port), "--json", "--upstream", bot_url,
+            env={"PLIVO_AUTH_TOKEN": TOKEN},
+        )  # fmt: skip
+        try:
+            wait_for_port(port)
+            done = subprocess.run(
+                [sys.executable, "-m", "plivo_stream_cli", "simulate",
+                 f"ws://127.0.0.1:{port}/stream", "--linger", "1"],
+                capture_output=True, text=True, timeout=60, cwd=ROOT,
+                env={"PLIVO_AUTH_TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "NO_COLOR": "1"},
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        finally:
+            serve_proc.send_signal(signal.SIGTERM)
+            out, err = serve_proc.communicate(timeout=60)
+    assert serve_proc.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["state"] for r in records if r["event"] == "upstream"] == ["connected"]
+    assert any(r["event"] == "latency" and r.get("first_audio_ms") for r in records)
+    assert "passing every stream through to your bot at " + bot_url in err
+    assert "latency of the bot, per stream" in err and "first audio" in err
+    assert TOKEN not in out + err
+    assert bot.refused == 0
+
+
+def test_bad_upstream_flags_are_one_error_line_and_exit_2() -> None:
+    from typer.testing import CliRunner
+
+    from plivo_stream_cli.cli import app
+
+    runner = CliRunner()
+    for args, says in (
+        (["--upstream", "http://127.0.0.1:8765/ws"], "ws:// or wss://"),
+        (["--upstream", "ws://127.0.0.1:8765/ws", "--echo"], "--echo would talk over it"),
+        (["--upstream", "ws://127.0.0.1:8765/ws", "--upstream-timeout", "0"], "positive"),
+    ):
+        result = runner.invoke(app, ["serve", *args])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and says in lines[0], lines

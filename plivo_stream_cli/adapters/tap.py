@@ -12,7 +12,9 @@ Looking at it is everything `serve` does: the caller's frames are recorded and p
 always; the bot's `playAudio`/`checkpoint`/`clearAudio` are recorded, captured and published
 as the outbound direction. `play`/`clear`/`checkpoint` from the control channel go to Plivo as
 if the bot sent them; Plivo's `playedStream` for a checkpoint pstream injected is not passed to
-the bot (it never asked). Latency figures come from `turns.TurnLog`, the same metric functions
+the bot (it never asked). A reply's first `playAudio` is published to every listener, the
+chunks that follow it (up to 50 a second) only to those that take media records (`--json`,
+`tail --media`), like the caller's frames. Latency figures come from `turns.TurnLog`, the same metric functions
 `simulate` uses, fed with the tapped traffic.
 
 A bot that cannot be reached closes Plivo's side with 1011 and a one-line reason (connection
@@ -355,7 +357,15 @@ class TapStream(LiveStream):
             recorder.capture("out", message, now, is_json=True)
         t = now - self.connected_at
         if isinstance(event, PlayAudio):
+            replying = self.queued_seconds > 0  # a reply's later chunks: per-frame records
             self._bot_play(event, t)
+            if replying:
+                hub = self.server.hub
+                if hub.media_listeners:
+                    hub.publish_media(
+                        event_record(event, t=now, stream=self.stream_id, direction="out")
+                    )
+                return
         elif isinstance(event, Checkpoint):
             self.session.pending_checkpoints.append(event.name)
             self.session.stats.checkpoints_sent += 1
