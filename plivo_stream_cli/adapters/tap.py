@@ -14,8 +14,8 @@ as the outbound direction. `play`/`clear`/`checkpoint` from the control channel 
 if the bot sent them; Plivo's `playedStream` for a checkpoint pstream injected is not passed to
 the bot (it never asked). A reply's first `playAudio` is published to every listener, the
 chunks that follow it (up to 50 a second) only to those that take media records (`--json`,
-`tail --media`), like the caller's frames. Latency figures come from `turns.TurnLog`, the same metric functions
-`simulate` uses, fed with the tapped traffic.
+`tail --media`), like the caller's frames. Latency figures come from `turns.TurnLog`, the
+same metric functions `simulate` uses, fed with the tapped traffic.
 
 A bot that cannot be reached closes Plivo's side with 1011 and a one-line reason (connection
 refused, HTTP status, timeout); a bot that closes mid-call closes Plivo's side with its code and
