@@ -19,7 +19,6 @@ class FeedHub:
     def __init__(self) -> None:
         self.listeners: list[Listener] = []
         self._listening: tuple[Listener, ...] = ()  # `listeners` as of its last change
-        self._media: tuple[Listener, ...] = ()  # those that want per-frame records
         self.media_listeners = 0  # listeners that want per-frame media records
 
     def subscribe(self, listener: Listener, *, media: bool = True) -> Callable[[], None]:
@@ -28,15 +27,12 @@ class FeedHub:
         self.listeners.append(entry)
         self._listening = tuple(self.listeners)
         self.media_listeners += 1 if media else 0
-        if media:
-            self._media += (listener,)
 
         def unsubscribe() -> None:
             if entry in self.listeners:
                 self.listeners.remove(entry)
                 self._listening = tuple(self.listeners)
                 self.media_listeners -= 1 if media else 0
-                self._media = tuple(m for m in self._media if m is not entry)
 
         return unsubscribe
 
@@ -51,23 +47,12 @@ class FeedHub:
                     self._listening = tuple(self.listeners)
 
 
-    def publish_media(self, record: Record) -> None:
-        """A per-frame record (the tap's bot audio after a reply's first chunk): only to the
-        listeners that want media records."""
-        for listener in self._media:
-            try:
-                listener(record)
-            except Exception:  # as in `publish`: a broken consumer is dropped
-                if listener in self.listeners:
-                    self.listeners.remove(listener)
-                    self._listening = tuple(self.listeners)
-                    self._media = tuple(m for m in self._media if m is not listener)
-                    self.media_listeners -= 1
-
-
 def _without_media(listener: Listener) -> Listener:
     def filtered(record: Record) -> None:
-        if record.get("event") != "media" or record.get("dir") != "in":
+        # per-frame records: the caller's media, and the tap's chunks that continue a reply
+        if (record.get("event") != "media" or record.get("dir") != "in") and not record.get(
+            "continues"
+        ):
             listener(record)
 
     return filtered

@@ -14,8 +14,9 @@ as the outbound direction. `play`/`clear`/`checkpoint` from the control channel 
 if the bot sent them; Plivo's `playedStream` for a checkpoint pstream injected is not passed to
 the bot (it never asked). A reply's first `playAudio` is published to every listener, the
 chunks that follow it (up to 50 a second) only to those that take media records (`--json`,
-`tail --media`), like the caller's frames. Latency figures come from `turns.TurnLog`, the
-same metric functions `simulate` uses, fed with the tapped traffic.
+`tail --media`), like the caller's frames; they carry `"continues": true`. Latency figures
+come from `turns.TurnLog`, the same metric functions `simulate` uses, fed with the tapped
+traffic.
 
 A bot that cannot be reached closes Plivo's side with 1011 and a one-line reason (connection
 refused, HTTP status, timeout); a bot that closes mid-call closes Plivo's side with its code and
@@ -360,11 +361,10 @@ class TapStream(LiveStream):
             replying = self.queued_seconds > 0  # a reply's later chunks: per-frame records
             self._bot_play(event, t)
             if replying:
-                hub = self.server.hub
-                if hub.media_listeners:
-                    hub.publish_media(
-                        event_record(event, t=now, stream=self.stream_id, direction="out")
-                    )
+                if self.server.hub.media_listeners:
+                    record = event_record(event, t=now, stream=self.stream_id, direction="out")
+                    record["continues"] = True  # `FeedHub` keeps it from non-media listeners
+                    self.server.publish(record)
                 return
         elif isinstance(event, Checkpoint):
             self.session.pending_checkpoints.append(event.name)
