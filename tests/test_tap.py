@@ -178,6 +178,8 @@ def test_the_bot_gets_what_simulate_sent_and_the_caller_gets_the_bot(tmp_path: P
             bot_serving(bot) as bot_url,
             tap(bot_url, auth_token=TOKEN, record_dir=tmp_path, stereo=True) as (server, records),
         ):
+            plain: list[Record] = []
+            server.subscribe(plain.append, media=False)
             config = simulate(
                 server.local_url + "?userId=7", auth_token=TOKEN, extra_headers="a=1;b=two"
             )
@@ -219,6 +221,9 @@ def test_the_bot_gets_what_simulate_sent_and_the_caller_gets_the_bot(tmp_path: P
         # the feed shows both directions and the latency of the turn
         assert of(records, "upstream")[0]["state"] == "connected"
         assert len(of(records, "playAudio")) == 5
+        # a reply's later chunks are per-frame records: not for the live view and plain lines
+        assert [r.get("continues") for r in of(records, "playAudio")] == [None] + [True] * 4
+        assert len(of(plain, "playAudio")) == 1
         closed = of(records, "closed")[0]
         assert closed["upstream"] == "connected"
         measured = closed["metrics"]
@@ -378,6 +383,23 @@ def test_a_bot_that_closes_mid_call_closes_the_caller_the_same_way() -> None:
     run(scenario())
 
 
+def test_a_bot_that_never_answers_the_upgrade_times_out() -> None:
+    import socket
+
+    async def scenario() -> None:
+        with socket.socket() as silent:  # accepts TCP (backlog) but never answers HTTP
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            url = f"ws://127.0.0.1:{silent.getsockname()[1]}/ws"
+            async with tap(url, upstream_timeout=0.3) as (server, records):
+                report = await run_call(simulate(server.local_url, linger=0.3))
+        assert report.close_code == 1011
+        assert report.close_reason == "upstream: timed out after 0.3 s"
+        assert of(records, "upstream")[0]["reason"] == "timed out after 0.3 s"
+
+    run(scenario())
+
+
 def test_the_callers_hang_up_reaches_the_bot() -> None:
     async def scenario() -> None:
         bot = Bot()
@@ -526,6 +548,45 @@ def test_serve_upstream_from_the_command_line_reports_latency_at_exit() -> None:
     assert "latency of the bot, per stream" in err and "first audio" in err
     assert TOKEN not in out + err
     assert bot.refused == 0
+
+
+def test_serve_upstream_with_workers_covers_every_stream() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, pstream_process, serving_in_thread, wait_for_port
+
+    bot = Bot()
+
+    @asynccontextmanager
+    async def open_bot() -> AsyncIterator[str]:
+        async with bot_serving(bot) as url:
+            yield url
+
+    with serving_in_thread(open_bot) as bot_url:
+        port = free_port()
+        serve_proc = pstream_process(
+            "serve", "--port", str(port), "--workers", "2", "--upstream", bot_url
+        )
+        try:
+            wait_for_port(port)
+            time.sleep(1.0)  # the worker binds too
+            for _ in range(3):
+                done = subprocess.run(
+                    [sys.executable, "-m", "plivo_stream_cli", "simulate",
+                     f"ws://127.0.0.1:{port}/stream", "--linger", "0.5"],
+                    capture_output=True, text=True, timeout=60, cwd=ROOT,
+                    env={"PATH": "/usr/bin:/bin", "NO_COLOR": "1"},
+                )  # fmt: skip
+                assert done.returncode == 0, done.stderr
+        finally:
+            serve_proc.send_signal(signal.SIGTERM)
+            _, err = serve_proc.communicate(timeout=60)
+    assert serve_proc.returncode == 0, err
+    assert "stopped: 3 streams" in err
+    summary = err.split("latency of the bot, per stream")[1]
+    assert summary.count("first audio") == 3, err
 
 
 def test_bad_upstream_flags_are_one_error_line_and_exit_2() -> None:
