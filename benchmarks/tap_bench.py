@@ -58,55 +58,79 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def bot(port: int) -> None:
-    """A sink bot: stamps each frame's arrival, answers every 10th; stats on stdin EOF."""
-    from websockets.asyncio.server import ServerConnection, serve
+    """A sink bot: stamps each frame's arrival, answers every 5th; stats on stdin EOF.
+
+    Lean, so that the direct baseline measures the network and not the bot: websockets'
+    sans-I/O `ServerProtocol` driven from an asyncio `Protocol` (no task or future per
+    message). It checks the V3 signature of a signed upgrade like a real bot would.
+    """
+    from websockets.frames import Frame, Opcode
+    from websockets.http11 import Request
+    from websockets.server import ServerProtocol
 
     from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, validate_v3
 
     latencies: list[float] = []
     counts = {"frames": 0, "answers": 0, "refused": 0, "calls": 0}
     payload = "/" * 2132 + "/w=="  # 1600 bytes of mu-law (200 ms), base64
+    head = b'"timestamp":"'
 
-    async def check(connection: ServerConnection, request: Any) -> Any:
-        url = f"http://{request.headers['Host']}{request.path}"
-        nonce, sig = request.headers.get(NONCE_HEADER), request.headers.get(SIGNATURE_HEADER)
-        if sig is not None and not validate_v3(url, nonce, sig, TOKEN):
-            counts["refused"] += 1
-            return connection.respond(403, "bad signature\n")
-        return None
+    class Sink(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            self.transport = transport
+            self.ws = ServerProtocol(max_size=2**20)
+            self.n = 0
 
-    async def handler(ws: ServerConnection) -> None:
-        counts["calls"] += 1
-        n = 0
-        async for message in ws:
-            assert isinstance(message, str)
-            i = message.find('"timestamp":"')
+        def data_received(self, data: bytes) -> None:
+            ws = self.ws
+            ws.receive_data(data)
+            for event in ws.events_received():
+                if isinstance(event, Request):
+                    self._upgrade(event)
+                elif isinstance(event, Frame) and event.opcode is Opcode.TEXT:
+                    self._frame(event.data)
+            for chunk in ws.data_to_send():
+                if chunk:
+                    self.transport.write(chunk)
+                elif self.transport.can_write_eof():
+                    self.transport.write_eof()
+
+        def _upgrade(self, request: Request) -> None:
+            ws = self.ws
+            url = f"http://{request.headers['Host']}{request.path}"
+            nonce, sig = request.headers.get(NONCE_HEADER), request.headers.get(SIGNATURE_HEADER)
+            if sig is not None and not validate_v3(url, nonce, sig, TOKEN):
+                counts["refused"] += 1
+                ws.send_response(ws.reject(403, "bad signature\n"))
+                return
+            counts["calls"] += 1
+            ws.send_response(ws.accept(request))
+
+        def _frame(self, data: bytes) -> None:
+            i = data.find(head)
             if i < 0:
-                continue
+                return
             now = time.time_ns() // 1000
-            stamp = int(message[i + 13 : message.index('"', i + 13)])
-            latencies.append(now - stamp)
+            j = i + len(head)
+            latencies.append(now - int(data[j : data.index(b'"', j)]))
             counts["frames"] += 1
-            n += 1
-            if n % ANSWER_EVERY == 0:
+            self.n += 1
+            if self.n % ANSWER_EVERY == 0:
                 t = time.time_ns() // 1000
-                await ws.send(
-                    '{"event":"playAudio","media":{"contentType":"audio/x-mulaw",'
-                    f'"sampleRate":8000,"payload":"{payload}"}},"t":"{t}"}}'
+                self.ws.send_text(
+                    (
+                        '{"event":"playAudio","media":{"contentType":"audio/x-mulaw",'
+                        f'"sampleRate":8000,"payload":"{payload}"}},"t":"{t}"}}'
+                    ).encode()
                 )
                 counts["answers"] += 1
 
-    async with serve(
-        handler,
-        "127.0.0.1",
-        port,
-        process_request=check,
-        compression=None,
-        ping_interval=None,
-        max_size=2**20,
-    ):
-        print(json.dumps({"ready": True}), flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Sink, "127.0.0.1", port)
+    print(json.dumps({"ready": True}), flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
     print(
         json.dumps(
             {
