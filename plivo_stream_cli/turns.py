@@ -34,6 +34,7 @@ TURN_PAUSE_S = 0.5  # silence that ends the caller's turn; shorter pauses are in
 ANSWER_AFTER_S = 0.1  # audio this long after the caller's speech answers it (not mid-sentence)
 MAX_TURN_EVENTS = 4096
 MAX_VALUES = 1000  # per metric: the latest values are kept for percentiles
+MAX_PENDING = 256  # checkpoints awaiting confirmation (a bot that never waits for them)
 
 
 class TurnLog:
@@ -86,6 +87,7 @@ class TurnLog:
     def bot_checkpoint(self, t: float, name: str) -> None:
         event = TimedEvent(t, "checkpoint", name)
         self._pending.append(event)
+        del self._pending[:-MAX_PENDING]
         self._mark(event)
 
     def bot_clear(self, t: float) -> None:

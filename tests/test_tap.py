@@ -237,6 +237,23 @@ def test_the_bot_gets_what_simulate_sent_and_the_caller_gets_the_bot(tmp_path: P
     run(scenario())
 
 
+def test_a_tapped_capture_replays_against_the_bot_directly(tmp_path: Path) -> None:
+    from plivo_stream_cli.adapters.replay import ReplayConfig, run_replay
+
+    async def scenario() -> None:
+        bot = Bot()
+        async with bot_serving(bot) as bot_url:
+            async with tap(bot_url, record_dir=tmp_path) as (server, _):
+                config = simulate(server.local_url, linger=0.8)
+                original = await run_call(config)
+            (capture,) = tmp_path.glob("*.jsonl")
+            again = await run_replay(ReplayConfig(url=bot_url, capture=capture, linger=0.8))
+        assert again.frames_sent == original.frames_sent
+        assert again.received_audio == REPLY * 5  # the bot answered the replayed caller too
+
+    run(scenario())
+
+
 def report_first_audio(report: Any) -> float:
     from plivo_stream_cli.metrics import first_audio_ms
 
