@@ -11,9 +11,13 @@ pass through the tap and its replies queue up as a streaming TTS's do. Reported 
   microseconds in `media.timestamp`; the bot reads the clock on arrival) and bot -> caller
   (each answer carries its send time in an extra top-level field), p50 and p99; the added
   latency is the tap's figure minus the direct one, from the medians over repeats;
-- loss: frames the bot received vs frames sent, answers the caller received vs answers sent;
+- loss: frames the bot received vs frames sent, answers the caller received vs answers sent
+  (the caller hangs up only once its own send buffers are empty and no answer came for 2 s,
+  so a server that fell behind shows as latency, and only what it dropped as loss);
 - the tap's CPU per forwarded message (serve's utime+stime from idle before the load to idle
-  after it, over every message it forwarded, both directions), in microseconds.
+  after it, over every message it forwarded, both directions), in microseconds, and the share
+  of it spent in the kernel; with `--with-serve`, a plain serve (no bot) under the same
+  caller, for comparison.
 
 Every process runs on this machine's one clock (CLOCK_REALTIME), so one-way times compare.
 
@@ -195,6 +199,9 @@ async def caller(url: str, calls: int, seconds: float) -> None:
     frames = round(seconds / FRAME_S)
     t0 = asyncio.get_running_loop().time() + 0.2
     await asyncio.gather(*(p.run(t0, frames) for p in phases))
+    deadline = time.monotonic() + 300  # a server that fell behind: its backlog drains first
+    while time.monotonic() < deadline and any(ws.transport.get_write_buffer_size() for ws in conns):
+        await asyncio.sleep(0.1)
     quiet_since, seen = time.monotonic(), -1
     while time.monotonic() - quiet_since < 2.0:  # until answers stop (a backlog drains)
         if len(answers) != seen:
@@ -222,9 +229,11 @@ async def caller(url: str, calls: int, seconds: float) -> None:
 # ---------------------------------------------------------------- one run
 
 
-def _cpu(pid: int) -> float:
+def _cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _python(*args: str, **kw: Any) -> subprocess.Popen[str]:
@@ -271,10 +280,12 @@ def trial(mode: str, calls: int, seconds: float) -> dict[str, Any]:
         result: dict[str, Any] = {"mode": mode, "calls": calls, "caller": made}
         if serve is not None:
             wait_idle(serve.pid)
-            used = _cpu(serve.pid) - cpu_before
+            user, system = (b - a for a, b in zip(cpu_before, _cpu(serve.pid), strict=True))
+            used = user + system
             forwarded = made["sent"] + made["answers"] + 2 * calls  # frames, answers, starts
             result["tap_cpu_us_per_msg"] = round(1e6 * used / max(forwarded, 1), 1)
             result["tap_cpu_s"] = round(used, 2)
+            result["tap_system_share"] = round(system / used, 2) if used else 0.0
     finally:
         if serve is not None:
             stop(serve)  # type: ignore[arg-type]
@@ -291,7 +302,8 @@ def describe(r: dict[str, Any]) -> str:
     if r["mode"] == "serve":
         return (
             f"serve  {r['calls']:4} calls  (plain serve, no bot: its CPU for comparison)  "
-            f"serve CPU {r['tap_cpu_us_per_msg']} us/msg ({r['tap_cpu_s']} s)"
+            f"serve CPU {r['tap_cpu_us_per_msg']} us/msg ({r['tap_cpu_s']} s, "
+            f"{100 * r['tap_system_share']:.0f}% in the kernel)"
         )
     loss = (c["sent"] - b["frames"], b["answers"] - c["answers"])
     line = (
@@ -302,7 +314,10 @@ def describe(r: dict[str, Any]) -> str:
         f"sender late p99 {c['late_p99_ms']} ms"
     )
     if "tap_cpu_us_per_msg" in r:
-        line += f"  tap CPU {r['tap_cpu_us_per_msg']} us/msg ({r['tap_cpu_s']} s)"
+        line += (
+            f"  tap CPU {r['tap_cpu_us_per_msg']} us/msg ({r['tap_cpu_s']} s, "
+            f"{100 * r['tap_system_share']:.0f}% in the kernel)"
+        )
     return line
 
 
