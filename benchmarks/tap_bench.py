@@ -70,6 +70,7 @@ async def bot(port: int) -> None:
     """
     from websockets.frames import Frame, Opcode
     from websockets.http11 import Request
+    from websockets.protocol import State
     from websockets.server import ServerProtocol
 
     from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, validate_v3
@@ -120,7 +121,7 @@ async def bot(port: int) -> None:
             latencies.append(now - int(data[j : data.index(b'"', j)]))
             counts["frames"] += 1
             self.n += 1
-            if self.n % ANSWER_EVERY == 0:
+            if self.n % ANSWER_EVERY == 0 and self.ws.state is State.OPEN:
                 t = time.time_ns() // 1000
                 self.ws.send_text(
                     (
