@@ -29,16 +29,17 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.livestream import LiveStream
 from plivo_stream_cli.adapters.simulator import SPEECH_DBFS
+from plivo_stream_cli.adapters.upstreamlink import Message, UpstreamLink, open_link
 from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.events import (
     Checkpoint,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
 UPSTREAM_FAILED = 1011  # "internal error": the service behind serve could not be reached
 MAX_WAITING = 2000  # messages held while the bot's upgrade is under way (40 s of frames)
+MAX_OUTBOX = 256  # the bot's messages not yet written to Plivo: then the bot is not read
 UPSTREAM_MAX_SIZE = 1024 * 1024
 # Request headers that belong to one hop (websockets writes its own) or that serve replaces.
 _NOT_FORWARDED = frozenset(
@@ -150,19 +152,21 @@ class UpstreamError(Exception):
 
 
 async def open_upstream(
-    url: str, headers: list[tuple[str, str]], user_agent: str | None, timeout: float
-) -> ClientConnection:
+    url: str,
+    headers: list[tuple[str, str]],
+    user_agent: str | None,
+    timeout: float,
+    on_message: Callable[[Message], None],
+) -> UpstreamLink:
     """The bot's WebSocket, or `UpstreamError` saying in one line why not."""
     try:
-        return await connect(
+        return await open_link(
             url,
-            additional_headers=headers,
-            user_agent_header=user_agent,
-            open_timeout=timeout,
+            on_message,
+            headers=headers,
+            user_agent=user_agent,
+            timeout=timeout,
             max_size=UPSTREAM_MAX_SIZE,
-            ping_interval=None,  # as on Plivo's side: TCP reports drops
-            compression=None,  # frames pass as they are; no inflate per frame
-            proxy=None,  # the bot is reached directly, as Plivo would reach serve
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
@@ -197,13 +201,16 @@ class TapStream(LiveStream):
     def __init__(self, server: StreamServer, ws: ServerConnection, conn_id: str) -> None:
         super().__init__(server, ws, conn_id)
         self.relay = self._relay
-        self.upstream: ClientConnection | None = None
+        self.upstream: UpstreamLink | None = None
         self.upstream_state = "connecting"
         self.turns: TurnLog | None = None
         self._waiting: deque[str | bytes] | None = deque()
         self._waiting_dropped = 0
         self._injected: Counter[str] = Counter()  # checkpoint names pstream sent
         self._pump: asyncio.Task[None] | None = None
+        self._outbox: deque[Message] = deque()  # the bot's messages, in order, for Plivo
+        self._outbox_ready = asyncio.Event()
+        self._reading_paused = False
         request = ws.request
         target = request.path if request is not None else server.config.path
         assert server.config.upstream is not None
@@ -235,10 +242,8 @@ class TapStream(LiveStream):
             else:
                 self._waiting_dropped += 1
             return
-        try:  # noqa: SIM105 - per frame: cheaper than contextlib.suppress
-            await upstream.send(message)
-        except ConnectionClosed:
-            pass  # the pump sees it and closes Plivo's side
+        if not upstream.send(message):  # the bot reads slower than Plivo sends
+            await upstream.drained()
 
     def _answers_injected(self, message: str) -> bool:
         if "played" not in message:
@@ -275,18 +280,15 @@ class TapStream(LiveStream):
         began = time.monotonic()
         try:
             upstream = await open_upstream(
-                self.upstream_target, headers, agent, config.upstream_timeout
+                self.upstream_target, headers, agent, config.upstream_timeout, self._from_bot
             )
         except UpstreamError as exc:
             await self._unreachable(exc.reason)
             return
         waiting = self._waiting
         assert waiting is not None
-        try:
-            while waiting:  # in order, and before anything newer (which queues meanwhile)
-                await upstream.send(waiting.popleft())
-        except ConnectionClosed:
-            pass
+        while waiting:  # in order, and before anything newer
+            upstream.send(waiting.popleft())
         self._waiting = None
         self.upstream = upstream
         self.upstream_state = "connected"
@@ -318,23 +320,39 @@ class TapStream(LiveStream):
 
     # ------------------------------------------------------------ bot -> Plivo
 
-    async def _pump_bot(self, upstream: ClientConnection) -> None:
-        ws = self.ws
-        try:
-            while True:
-                message = await upstream.recv()
+    def _from_bot(self, message: Message) -> None:
+        """A message from the bot (called by the link as it arrives)."""
+        outbox = self._outbox
+        outbox.append(message)
+        self._outbox_ready.set()
+        if len(outbox) >= MAX_OUTBOX and not self._reading_paused and self.upstream is not None:
+            self._reading_paused = True
+            self.upstream.pause()
+
+    async def _pump_bot(self, upstream: UpstreamLink) -> None:
+        """Write the bot's messages to Plivo in order, then look at them; close as the bot did."""
+        ws, outbox, ready = self.ws, self._outbox, self._outbox_ready
+        upstream.closed.add_done_callback(lambda _: ready.set())
+        while True:
+            while outbox:
+                message = outbox.popleft()
                 try:
                     await ws.send(message)
                 except ConnectionClosed:
                     return  # Plivo's side closed: `serve` closes the bot's in turn
                 self._observe(message)
-        except ConnectionClosed:
-            pass
+            if self._reading_paused:
+                self._reading_paused = False
+                upstream.resume()
+            if upstream.closed.done():
+                break
+            ready.clear()
+            await ready.wait()
         if ws.close_code is not None:
             return
         code, reason = close_args(upstream.close_code, upstream.close_reason, "bot went away")
         self.upstream_state = f"closed by the bot ({upstream.close_code or 'no code'})"
-        self._note("closed", code=upstream.close_code, reason=upstream.close_reason or "")
+        self._note("closed", code=upstream.close_code, reason=upstream.close_reason)
         with contextlib.suppress(Exception):
             await ws.close(code, reason)
 
@@ -450,7 +468,7 @@ class TapStream(LiveStream):
     async def _close_upstream(self) -> None:
         upstream = self.upstream
         pump = self._pump
-        if upstream is not None and upstream.close_code is None:
+        if upstream is not None and not upstream.closed.done():
             code, reason = close_args(self.ws.close_code, self.ws.close_reason, "caller went away")
             with contextlib.suppress(Exception):
                 await upstream.close(code, reason)
