@@ -474,6 +474,35 @@ def test_messages_pass_byte_for_byte_in_order_both_ways() -> None:
     assert received == sent
 
 
+def test_a_fragmented_message_and_a_ping_from_the_bot_are_handled() -> None:
+    pong: list[float] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()  # the start
+        await ws.send(['{"event":"sendDTMF",', '"dtmf":"1"}'])  # two fragments
+        latency = await ws.ping()
+        pong.append(await asyncio.wait_for(latency, 5))
+        await ws.send(b"\x01" * 70000)  # over 64 KiB: several TCP reads
+        async for _ in ws:
+            pass
+
+    async def scenario() -> list[str | bytes]:
+        async with serve(handler, "127.0.0.1", 0) as bot:
+            port = next(iter(bot.sockets)).getsockname()[1]
+            async with tap(f"ws://127.0.0.1:{port}/") as (server, _):
+                async with connect(server.local_url, proxy=None) as ws:
+                    await ws.send(
+                        '{"event":"start","sequenceNumber":1,"start":{"callId":"c",'
+                        '"streamId":"s","accountId":"MA","tracks":["inbound"],"mediaFormat":'
+                        '{"encoding":"audio/x-mulaw","sampleRate":8000}},"extra_headers":""}'
+                    )
+                    return [await ws.recv(), await ws.recv()]
+
+    got = run(scenario())
+    assert got == ['{"event":"sendDTMF","dtmf":"1"}', b"\x01" * 70000]
+    assert len(pong) == 1  # the tap answered the bot's ping
+
+
 # ---------------------------------------------------------------- pieces
 
 
