@@ -7,6 +7,9 @@ signed with the auth token for that URL as Plivo would sign it, the other reques
 passed on) and forwards every message both ways, unchanged and in order: a received message
 goes to the bot before pstream looks at it, a bot message goes to Plivo before pstream looks
 at it. What Plivo sends while the bot's upgrade is under way waits, in order, and goes first.
+The bot's side is an `upstreamlink.UpstreamLink` (websockets' sans-I/O protocol, one write per
+message); its messages reach Plivo through an ordered outbox, and a bot that outruns Plivo is
+paused, as a slow bot pauses reading Plivo: memory stays bounded both ways.
 
 Looking at it is everything `serve` does: the caller's frames are recorded and published as
 always; the bot's `playAudio`/`checkpoint`/`clearAudio` are recorded, captured and published
