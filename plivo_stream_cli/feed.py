@@ -188,9 +188,21 @@ _DESCRIBERS: dict[str, Any] = {
         f"Answer URL hit: call={r.get('call')} from={r.get('caller')} to={r.get('to')}"
     ),
     "status": lambda r: " ".join(f"{k}={v}" for k, v in (r.get("fields") or {}).items()),
+    "upstream": lambda r: (
+        f"{r.get('state')} {r.get('url')}"
+        + (f" in {r.get('took_ms')} ms" if r.get("took_ms") is not None else "")
+        + (f": {r.get('reason')}" if r.get("reason") else "")
+        + (f" (code {r.get('code')})" if r.get("code") is not None else "")
+        + (f" -> {r.get('action')}" if r.get("action") else "")
+    ),
+    "latency": lambda r: (
+        f"turn {r.get('turn')}: "
+        + " ".join(f"{k}={v}" for k, v in r.items() if k.endswith("_ms") and v not in (None, []))
+    ),
     "closed": lambda r: (
         f"media={r.get('media')} errors={r.get('errors')} gaps={_unknown(r.get('gaps'))}"
         + (f" dtmf={r.get('dtmf')}" if r.get("dtmf") else "")
+        + (f" bot: {r.get('upstream')}" if r.get("upstream") else "")
         + "".join(f"\n    recorded {f['path']} ({f['seconds']:.2f} s)" for f in r.get("files", []))
     ),
 }

@@ -49,7 +49,10 @@ class FeedHub:
 
 def _without_media(listener: Listener) -> Listener:
     def filtered(record: Record) -> None:
-        if record.get("event") != "media" or record.get("dir") != "in":
+        # per-frame records: the caller's media, and the tap's chunks that continue a reply
+        if (record.get("event") != "media" or record.get("dir") != "in") and not record.get(
+            "continues"
+        ):
             listener(record)
 
     return filtered

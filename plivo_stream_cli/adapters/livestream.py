@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ MAX_ERROR_CHARS = 512  # of an error note (it may quote the peer)
 
 class LiveStream:
     """One WebSocket connection: its session, recorder, playback and counters."""
+
+    # Called with each received message before it is handled (the tap passes it to the bot).
+    relay: Callable[[str | bytes], Awaitable[None]] | None = None
 
     def __init__(self, server: StreamServer, ws: ServerConnection, conn_id: str) -> None:
         self.server = server
@@ -231,10 +235,12 @@ class LiveStream:
 
     async def _receive_loop(self) -> None:
         """Handle each message until the connection closes."""
-        ws = self.ws
+        ws, relay = self.ws, self.relay
         try:
             while True:
                 message = await ws.recv()
+                if relay is not None:
+                    await relay(message)
                 if isinstance(message, bytes):
                     self.server.totals["errors"] += 1
                     self.session.stats.errors += 1
@@ -338,8 +344,13 @@ class LiveStream:
                 gaps=self.session.gaps,
                 dtmf="".join(stats.dtmf),
                 files=files,
+                **self.closing_fields(),
             )
         )
+
+    def closing_fields(self) -> dict[str, Any]:
+        """More fields for the `closed` record (the tap adds its bot's state and latency)."""
+        return {}
 
     def snapshot(self) -> dict[str, Any]:
         """Plain counters for the live view and `pstream streams` (cheap; not per frame)."""

@@ -100,6 +100,8 @@ class ServeConfig:
     answer: StreamOptions | None = None  # template for /answer (its url is replaced)
     speak: str | None = None  # <Speak> text before the stream in /answer
     extra_routes: dict[str, Route] = field(default_factory=dict)
+    upstream: str | None = None  # the bot's ws(s):// URL: serve is a tap (`adapters.tap`)
+    upstream_timeout: float = 5.0  # seconds to open the bot's WebSocket
 
 
 class StreamRegistry:
@@ -163,6 +165,11 @@ class StreamServer:
         self.routes = Routes(config, self.gate, self.publish, self._count_refusal, self._bound)
         self._server: Server | None = None
         self.port = config.port
+        self.stream_class: type[LiveStream] = LiveStream
+        if config.upstream:
+            from plivo_stream_cli.adapters.tap import TapStream
+
+            self.stream_class = TapStream
 
     def _count_refusal(self) -> None:
         self.totals["rejected"] += 1
@@ -296,7 +303,7 @@ class StreamServer:
             )
             await ws.close(POLICY_VIOLATION, "invalid signature")
             return
-        live = LiveStream(self, ws, conn_id)
+        live = self.stream_class(self, ws, conn_id)
         self.registry.add(live)
         self.publish(
             note_record("connected", t=time.time(), stream=conn_id, remote=remote, auth=why)

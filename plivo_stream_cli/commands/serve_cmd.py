@@ -32,7 +32,8 @@ SERVE_EPILOG = (
     "Live with a real number: NGROK_AUTHTOKEN=... pstream serve --ngrok, then set the "
     "number's Answer URL to the printed /answer URL, or let --app APP_ID do it (and undo it).\n\n"
     "Example: pstream serve --ngrok --app 12345678901234567, then: pstream call +14155550100 "
-    "--from +14155550199"
+    "--from +14155550199\n\n"
+    "In front of your own bot: pstream serve --ngrok --upstream ws://127.0.0.1:8765/ws"
 )
 
 
@@ -66,6 +67,25 @@ def serve(
         help="Play this audio file to every new stream after its start event.",
     ),
     echo: bool = typer.Option(False, "--echo", help="Send the caller's own audio back."),
+    upstream: str | None = typer.Option(
+        None,
+        "--upstream",
+        metavar="URL",
+        parser=values.url_parser(values.WS_SCHEMES),
+        help="Your bot's WebSocket (ws:// or wss://): pass every stream through to it, both "
+        "ways unchanged, signed for its URL, while serve shows, records and measures it.",
+        show_default=False,
+    ),
+    upstream_timeout: float = values.number_option(
+        5.0,
+        "--upstream-timeout",
+        what="seconds",
+        low=0.0,
+        high=300.0,
+        above_low=True,
+        metavar="SECONDS",
+        help="With --upstream: how long to wait for the bot's WebSocket to open.",
+    ),
     max_buffer: float = values.number_option(
         20.0,
         "--max-buffer",
@@ -173,6 +193,7 @@ def serve(
     from plivo_stream_cli.console import output
     from plivo_stream_cli.console.runner import ServeUi, run_serve
 
+    _check_upstream(upstream, upstream_timeout, play, echo)
     token = resolve_token(auth_token, required=False)
     _check_replay_flags(reject_replays, replay_window, token)
     exposure = values.exposure(host, token)
@@ -202,6 +223,8 @@ def serve(
         replay_window=replay_window,
         answer=answer,
         speak=speak,
+        upstream=upstream,
+        upstream_timeout=upstream_timeout,
     )
     if play is not None:
         from plivo_stream_cli.adapters.audiofile import load_pcm
@@ -274,6 +297,22 @@ def _report_hint(captures: list[str]) -> None:
         output.status(escape(f"see the call: pstream report {shlex.quote(path)}"))
     if len(captures) > 3:
         output.status(f"({len(captures)} calls recorded; the last three shown)")
+
+
+def _check_upstream(url: str | None, timeout: float, play: Path | None, echo: bool) -> None:
+    from plivo_stream_cli.errors import UsageError
+
+    if url is None:
+        return
+    from plivo_stream_cli.adapters.tap import check_upstream
+
+    check_upstream(url)
+    if play is not None or echo:
+        flag = "--play" if play is not None else "--echo"
+        raise UsageError(
+            f"--upstream passes the bot's audio to the caller: {flag} would talk over it "
+            "(inject audio with pstream play from another terminal instead)"
+        )
 
 
 def _check_replay_flags(reject: bool, window: float, token: str | None) -> None:
@@ -378,4 +417,11 @@ def _banner(config: object) -> list[str]:
         )
     if config.record_dir:
         lines.append(f"recording into {config.record_dir}")
+    if config.upstream:
+        from plivo_stream_cli.adapters.tap import shown_url
+
+        signed = " (upgrade signed for it with the auth token)" if config.auth_token else ""
+        lines.append(
+            f"passing every stream through to your bot at {shown_url(config.upstream)}{signed}"
+        )
     return lines

@@ -23,6 +23,7 @@ from plivo_stream_cli.feed import Record, describe
 
 if TYPE_CHECKING:
     from plivo_stream_cli.adapters.control import ControlServer
+    from plivo_stream_cli.adapters.tap import LatencyLedger
     from plivo_stream_cli.adapters.workers import WorkerPool
     from plivo_stream_cli.console.view import StreamView
 
@@ -117,6 +118,7 @@ async def run_serve(
     stdio = spool.StdioSpools(on_drop=_dropping)
     control: ControlServer | None = None
     pool: WorkerPool | None = None
+    ledger = _latency_ledger(server)
     try:
         if on_started is not None:
             await on_started(server)
@@ -156,11 +158,26 @@ async def run_serve(
                 stdio.end_stdout()  # the reader gets a moment; what it did not take is counted
         try:
             _summary(server, stdio)  # still through stderr's spool: a stalled terminal
+            if ledger is not None and ledger.streams:
+                output.status("latency of the bot, per stream (from the tapped traffic):")
+                for line in ledger.lines():
+                    output.status(_escape(line))
             if on_stopped is not None:  # last words (e.g. how to see the recordings), same way
                 on_stopped()
         finally:  # cannot hold the exit
             stdio.end()
     return stopper.code
+
+
+def _latency_ledger(server: StreamServer) -> LatencyLedger | None:
+    """With --upstream: collects each closed stream's latency for the summary at exit."""
+    if not server.config.upstream:
+        return None
+    from plivo_stream_cli.adapters.tap import LatencyLedger
+
+    ledger = LatencyLedger()
+    server.subscribe(ledger, media=False)
+    return ledger
 
 
 async def _start_workers(server: StreamServer, count: int, ui: ServeUi) -> WorkerPool:

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from plivo_stream_cli.feed import Record, describe, printable
+from plivo_stream_cli.turns import latency_line
 
 Snapshot = dict[str, Any]
 METER_WIDTH = 24
@@ -112,6 +113,10 @@ class StreamView:
             ),
             ("errors", str(snap.get("errors", 0))),
         ]
+        if snap.get("upstream"):
+            rows.insert(1, ("bot", snap["upstream"]))
+        if snap.get("latency"):
+            rows.append(("latency", latency_line(snap["latency"])))
         if snap.get("headers"):
             rows.insert(2, ("headers", " ".join(f"{k}={v}" for k, v in snap["headers"].items())))
         for key, value in rows:
