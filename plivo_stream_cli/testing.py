@@ -24,16 +24,17 @@ from typing import Any
 import yaml
 
 from plivo_stream_cli.adapters.scenario_runner import (
-    ScenarioConfig,
     ScenarioResult,
     identity_of,
     load_scenario,
     parse_scenario,
     run_scenarios,
+    scenario_calls,
     summarize_run,
 )
 from plivo_stream_cli.formats import MediaFormat
 from plivo_stream_cli.impairment import Impairment
+from plivo_stream_cli.metrics import failures
 from plivo_stream_cli.scenario import Network, Scenario
 
 DEFAULT_STEPS: list[Any] = [{"say": "builtin"}, {"wait_for": {"quiet": 500, "timeout": 10}}]
@@ -151,26 +152,16 @@ async def simulate_call(
     seed = net.seed if seed is None else seed
     if impairment.active and seed is None:
         seed = random.SystemRandom().randrange(2**31)
-    configs = [
-        ScenarioConfig(
-            url=url,
-            scenario=parsed,
-            media_format=chosen,
-            audio=audio,
-            auth_token=auth_token,
-            impairment=impairment,
-            seed=seed or 0,
-            call_index=index,
-            speed=parsed.speed if speed is None else speed,
-            extra_headers=parsed.extra_headers if extra_headers is None else extra_headers,
-            linger=parsed.linger,
-        )
-        for index in range(repeat)
-    ]
+    configs = scenario_calls(
+        url, parsed, audio, chosen, repeat=repeat, impairment=impairment, seed=seed,
+        auth_token=auth_token, speed=speed, extra_headers=extra_headers,
+    )  # fmt: skip
     results = await run_scenarios(configs, concurrency)
     parts = [text, *(audio[k] for k in sorted(audio))]
     identity = identity_of(parts, chosen, seed, impairment, parsed.name)
-    summary = summarize_run([r.report for r in results], results, (), identity, parsed)
+    reports = [r.report for r in results]
+    # as simulate: a refused call (1008) or a barge-in never cleared fails the run
+    summary = summarize_run(reports, results, (), identity, parsed, failures(reports))
     return SimulatedRun(summary, results)
 
 

@@ -396,6 +396,46 @@ def test_the_examples_run_against_pstream_serve_play() -> None:
     assert codes == {"greeting": 0, "greeting-impaired": 0, "barge-in": 8}
 
 
+def test_the_barge_in_example_passes_against_the_example_bot_behind_serve_upstream(
+    tmp_path: Path,
+) -> None:
+    """examples/bot.py (a bot that clears on barge-in) behind a real `pstream serve --upstream`:
+    the barge-in scenario that `serve --play` fails passes, and the tap recorded the call."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port, pstream_process, wait_for_port
+
+    bot_port, port = free_port(), free_port()
+    bot = subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "bot.py"), "--port", str(bot_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    server = None
+    try:
+        wait_for_port(bot_port)
+        server = pstream_process(
+            "serve", "--port", str(port), "--record", str(tmp_path),
+            "--upstream", f"ws://127.0.0.1:{bot_port}/ws",
+        )  # fmt: skip
+        wait_for_port(port)
+        url = f"ws://127.0.0.1:{port}/stream"
+        result = simulate(url, "--scenario", str(ROOT / "examples" / "barge-in.yaml"), "--json")
+    finally:
+        if server is not None:
+            server.terminate()
+            server.communicate(timeout=10)
+        bot.terminate()
+        bot.communicate(timeout=10)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["passed"] is True
+    assertions = outcomes(summary["calls"][0])
+    assert assertions["clears_within_ms: 300"]["passed"] is True
+    assert assertions["no_audio_after_clear: true"]["passed"] is True
+    assert len(list(tmp_path.glob("*.jsonl"))) == 1  # the tap recorded the call as it passed
+
+
 def test_the_same_seed_loses_the_same_frames_from_python(tmp_path: Path) -> None:
     """Through the library API (testing.simulate_call_sync): say and silence steps send a fixed
     number of frames, so the seed alone decides which are lost."""

@@ -72,6 +72,41 @@ class ScenarioConfig:
     open_timeout: float = 10.0
 
 
+def scenario_calls(
+    url: str,
+    parsed: Scenario,
+    audio: dict[str, bytes],
+    media_format: MediaFormat,
+    *,
+    repeat: int,
+    impairment: Impairment,
+    seed: int | None,
+    auth_token: str | None = None,
+    speed: float | None = None,
+    extra_headers: str | None = None,
+    send_stop: bool = False,
+) -> list[ScenarioConfig]:
+    """`repeat` calls of `parsed` (fresh ids each); `speed` and `extra_headers` given override
+    the scenario's own."""
+    return [
+        ScenarioConfig(
+            url=url,
+            scenario=parsed,
+            media_format=media_format,
+            audio=audio,
+            auth_token=auth_token,
+            impairment=impairment,
+            seed=seed or 0,
+            call_index=index,
+            speed=parsed.speed if speed is None else speed,
+            extra_headers=extra_headers if extra_headers else parsed.extra_headers,
+            linger=parsed.linger,
+            send_stop=send_stop,
+        )
+        for index in range(repeat)
+    ]
+
+
 @dataclass
 class ScenarioResult:
     """A scenario call: the simulator's report, the steps that failed, the assertions judged."""

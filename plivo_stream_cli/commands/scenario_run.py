@@ -106,10 +106,10 @@ def run_scenario_calls(
     import asyncio
 
     from plivo_stream_cli.adapters.scenario_runner import (
-        ScenarioConfig,
         identity_of,
         load_scenario,
         run_scenarios,
+        scenario_calls,
     )
     from plivo_stream_cli.formats import MediaFormat
 
@@ -117,23 +117,10 @@ def run_scenario_calls(
     parsed, audio, text = load_scenario(o.scenario, fmt)
     chosen = fmt or MediaFormat.from_content_type(parsed.content_type or "audio/x-mulaw;rate=8000")
     impairment, seed = network(o, parsed.network)
-    configs = [
-        ScenarioConfig(
-            url=url,
-            scenario=parsed,
-            media_format=chosen,
-            audio=audio,
-            auth_token=auth_token,
-            impairment=impairment,
-            seed=seed or 0,
-            call_index=index,
-            speed=speed if speed is not None else parsed.speed,
-            extra_headers=extra_headers if extra_headers else parsed.extra_headers,
-            linger=parsed.linger,
-            send_stop=send_stop,
-        )
-        for index in range(repeat)
-    ]
+    configs = scenario_calls(
+        url, parsed, audio, chosen, repeat=repeat, impairment=impairment, seed=seed,
+        auth_token=auth_token, speed=speed, extra_headers=extra_headers, send_stop=send_stop,
+    )  # fmt: skip
     results = asyncio.run(run_scenarios(configs, concurrency))
     identity = identity_of(
         [text.encode(), *(audio[k] for k in sorted(audio))], chosen, seed, impairment, parsed.name
