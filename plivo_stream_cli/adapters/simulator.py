@@ -121,6 +121,8 @@ class PlivoCall:
         delay = t - self.now()
         if delay > 0:
             await asyncio.sleep(delay)
+        # a deadline already passed counts too: that is the lateness that distorts the figures
+        self.report.pacing_late_ms.append(round((self.now() - t) * 1000, 2))
 
     def sent_media(self, nbytes: int, *, speech: bool | None) -> None:
         """Count a caller frame just sent; `speech` None means barge-in audio (not the turn)."""
@@ -340,8 +342,10 @@ def reply_started(report: CallReport) -> float | None:
 
 async def run_call(config: SimulateConfig) -> CallReport:
     """Run one simulated call to the end and report it."""
+    opening = time.monotonic()
     ws = await open_stream(config.url, config.auth_token, config.open_timeout)
     report = CallReport(config.call_id, config.stream_id, config.media_format, speed=config.speed)
+    report.connect_s = time.monotonic() - opening
     call = PlivoCall(ws, report)
     return await converse(
         call, _WavCaller(config), linger=config.linger, send_stop=config.send_stop
