@@ -24,6 +24,14 @@ The metrics, per call:
   received from the barge-in's first frame until the bot's `clearAudio` — or, when it never
   clears, until the caller's barge-in audio ended: what the bot kept sending over the caller.
   A reply to the barge-in utterance itself comes later and is not counted.
+
+Run-level figures are pooled: every value of every call goes into one list and the percentiles
+are exact over it (`aggregate`), never an average of per-call percentiles.
+
+`pacing` — the generator's own lateness: how long after its scheduled time each paced wake-up
+(a caller frame, a playback tick) actually ran, p50/p99/max in ms. An event loop that runs late
+also stamps the bot's messages late, so the latency figures carry that error: a run whose p99
+lateness exceeds `PACING_UNRELIABLE_P99_MS` (half a 20 ms frame) is marked `unreliable`.
 """
 
 from __future__ import annotations
@@ -37,10 +45,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from plivo_stream_cli.callreport import CallReport
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `pacing`; scenario runs add `scenario` and per-call `assertions`
 GAP_MIN_MS = 10.0  # shorter underruns are network jitter a real jitter buffer absorbs
 METRICS = ("first_audio_ms", "reply_gaps_ms", "checkpoint_ms", "clear_ms", "barge_in_audio_ms")
 PERCENTILES = (50, 90, 99)
+PACING_UNRELIABLE_P99_MS = 10.0
 
 
 def _ms(seconds: float) -> float:
@@ -218,6 +227,22 @@ def summarize(report: CallReport) -> dict[str, Any]:
     }
 
 
+def pacing(lateness_ms: Sequence[float]) -> dict[str, Any]:
+    """The generator's pacing lateness, pooled (see the module docstring)."""
+    values = sorted(max(0.0, v) for v in lateness_ms)
+    if not values:
+        return {"count": 0, "p50": None, "p99": None, "max": None, "unreliable": False}
+    row = stats(values)
+    p99 = row["p99"]
+    return {
+        "count": len(values),
+        "p50": row["p50"],
+        "p99": p99,
+        "max": round(values[-1], 1),
+        "unreliable": p99 is not None and p99 > PACING_UNRELIABLE_P99_MS,
+    }
+
+
 def run_summary(reports: Sequence[CallReport], checks: Sequence[Check] = ()) -> dict[str, Any]:
     """The `--json` document of a run of one or more calls."""
     calls = [summarize(r) for r in reports]
@@ -226,6 +251,7 @@ def run_summary(reports: Sequence[CallReport], checks: Sequence[Check] = ()) -> 
         "passed": all(c.passed for c in checks),
         "checks": [c.to_dict() for c in checks],
         "metrics": aggregate([c["metrics"] for c in calls]),
+        "pacing": pacing([v for r in reports for v in r.pacing_late_ms]),
         "calls": calls,
     }
 
@@ -244,6 +270,13 @@ def render_text(summary: dict[str, Any]) -> list[str]:
         for name, row in summary["metrics"].items():
             cells = "".join(f"{_num(row.get(k)):>9}" for k in ("p50", "p90", "p99", "max"))
             lines.append(f"{name:<20}{row['count']:>7}{cells}")
+    pace = summary.get("pacing")
+    if pace and pace["count"]:
+        note = "  UNRELIABLE: the generator ran late" if pace["unreliable"] else ""
+        lines.append(
+            f"{'pacing_late_ms':<24} p50 {_num(pace['p50'])}  p99 {_num(pace['p99'])}  "
+            f"max {_num(pace['max'])}{note}"
+        )
     return lines
 
 

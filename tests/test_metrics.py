@@ -140,3 +140,27 @@ def test_render_text_one_call_and_many() -> None:
     assert many[0] == "3 calls"
     (row,) = [line for line in many if line.startswith("first_audio_ms")]
     assert row.split() == ["first_audio_ms", "3", "300", "300", "300", "300"]
+
+
+def test_pacing_lateness_percentiles_and_the_unreliable_flag() -> None:
+    steady = metrics.pacing([0.5] * 98 + [3.0, 4.0])
+    assert steady["count"] == 100 and steady["p50"] == 0.5 and steady["max"] == 4.0
+    assert steady["unreliable"] is False
+    late = metrics.pacing([1.0] * 90 + [30.0] * 10)  # a tenth of wake-ups 30 ms late
+    assert late["p99"] == 30.0 and late["unreliable"] is True
+    assert metrics.pacing([]) == {
+        "count": 0,
+        "p50": None,
+        "p99": None,
+        "max": None,
+        "unreliable": False,
+    }
+
+
+def test_run_percentiles_are_pooled_over_calls_never_averaged() -> None:
+    # one call with many small values, one with a single large one: pooled p50 is small,
+    # while an average of the two per-call medians would be 505
+    per_call = [{"reply_gaps_ms": [10.0] * 9}, {"reply_gaps_ms": [1000.0]}]
+    row = metrics.aggregate(per_call)["reply_gaps_ms"]
+    assert row["count"] == 10 and row["p50"] == 10.0 and row["max"] == 1000.0
+    assert row["p99"] == 910.9  # exact, linear between the two closest ranks

@@ -189,7 +189,7 @@ def test_cli_replay_records_the_reply(tmp_path: Path) -> None:
         )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == 1 and doc["calls"][0]["frames_sent"] == 25
+    assert doc["schema_version"] == 2 and doc["calls"][0]["frames_sent"] == 25
     with wave.open(str(reply)) as wav:
         assert wav.getnframes() == len(greeting) // 2
 

@@ -355,7 +355,7 @@ def test_cli_threshold_failure_exits_8(caller_wav: Path) -> None:
         result = simulate_cli(url, "--max-first-audio-ms", "150", "--json", audio=caller_wav)
     assert result.exit_code == 8, result.output
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == 1 and doc["passed"] is False
+    assert doc["schema_version"] == 2 and doc["passed"] is False
     (check,) = doc["checks"]
     assert check["metric"] == "first_audio_ms" and check["max"] == 150
     assert "first_audio_ms: worst" in result.stderr and "> limit 150 ms" in result.stderr

@@ -13,7 +13,8 @@ stdin:  one JSON object per line, `{"id": "<any string>"}`; EOF ends the pool on
         in flight have ended.
 stdout: `{"ready": true}` once, then one JSON object per call in the order they end:
         `{"id", "ok", "error", "connect_ms", "call_ms", "frames_sent", "close_code",
-        "metrics": {...simulate's per-call metrics...}, "pacing": {count, p50, p99, max}}`.
+        "metrics": {...simulate's per-call metrics...}, "pacing": {count, p50, p99, max,
+        unreliable}}` (`metrics.pacing` of that call).
 
 The configuration (argv[1], JSON): `url`, and optionally `audio_path` (a WAV),
 `content_type`, `linger`, `barge_in_at`, `extra_headers`, `auth_token_env` (the name of an
@@ -92,7 +93,7 @@ def _outcome(report: CallReport) -> dict[str, Any]:
         "close_code": report.close_code,
         "violations": report.violations[:3],
         "metrics": metrics.call_metrics(report),
-        "pacing": lateness(report.pacing_late_ms),
+        "pacing": metrics.pacing(report.pacing_late_ms),
     }
 
 
@@ -105,18 +106,6 @@ def _failure(report: CallReport) -> str | None:
     if report.closed_by_server and report.close_code not in (1000, 1001):
         return f"the server closed the stream with {report.close_code}"
     return None
-
-
-def lateness(values_ms: list[float]) -> dict[str, Any]:
-    """p50/p99/max of one call's pacing lateness (ms)."""
-    ordered = sorted(max(0.0, v) for v in values_ms)
-    if not ordered:
-        return {"count": 0, "p50": None, "p99": None, "max": None}
-
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 2)
-
-    return {"count": len(ordered), "p50": pick(0.5), "p99": pick(0.99), "max": ordered[-1]}
 
 
 async def serve_pool(template: SimulateConfig) -> None:
