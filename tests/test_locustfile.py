@@ -116,7 +116,7 @@ def test_a_refusing_host_is_a_failed_call_and_exit_1(tmp_path: Path) -> None:
     url = f"ws://127.0.0.1:{free_port()}/stream"  # nothing listens there
     done = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-         "-u", "1", "-r", "1", "-t", "2s", "--host", url, "--csv", str(tmp_path / "run")],
+         "-u", "1", "-r", "1", "-t", "6s", "--host", url, "--csv", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
