@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -93,7 +94,6 @@ class PlivoCall:
         self.t0 = time.monotonic()
         self.t0_ms = int(time.time() * 1000)
         self.done = asyncio.Event()
-        self.send_lock = asyncio.Lock()
         self.interval = FRAME_MS / 1000 / max(report.speed, 1e-6)
         self._pending_clears = 0
         self._generation = 0  # counts clears, so a frame cut short confirms nothing
@@ -110,8 +110,9 @@ class PlivoCall:
         self.report.timeline.append(TimedEvent(self.now(), kind, detail, nbytes))
 
     async def send(self, text: str) -> None:
-        async with self.send_lock:
-            await self.ws.send(text)
+        # websockets sends each whole text message in one piece, whichever task calls it:
+        # no lock needed (it cost 10 % of simulate's CPU per frame)
+        await self.ws.send(text)
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -329,6 +330,7 @@ class _WavCaller:
         call.sent_dtmf(digit)
 
 
+@functools.lru_cache(maxsize=8192)  # the calls of a run share a clip: measure each frame once
 def _is_speech(frame: bytes, fmt: MediaFormat) -> bool:
     return codec.level_dbfs(codec.decode(frame, fmt)) > SPEECH_DBFS
 
