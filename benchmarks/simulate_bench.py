@@ -122,13 +122,17 @@ def pct(values: list[float]) -> dict[str, float | None]:
 # ------------------------------------------------------------------ the runs
 
 
-def timed(command: list[str], taskset: str | None) -> tuple[float, float, str]:
+def timed(
+    command: list[str], taskset: str | None, pythonpath: Path | None = None
+) -> tuple[float, float, str]:
     """Run `command`; its CPU seconds (user + system), wall seconds and stdout."""
     if taskset:
         command = ["taskset", "-c", taskset, *command]
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)} if pythonpath else None
     began = time.monotonic()
     with tempfile.TemporaryFile() as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=ROOT)
+        cwd = pythonpath or ROOT  # python -m imports from the working directory first
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -138,12 +142,14 @@ def timed(command: list[str], taskset: str | None) -> tuple[float, float, str]:
     return usage.ru_utime + usage.ru_stime, time.monotonic() - began, text
 
 
-def run_simulate(url: str, calls: int, clip: Path, taskset: str | None) -> dict[str, Any]:
+def run_simulate(
+    url: str, calls: int, clip: Path, taskset: str | None, pythonpath: Path | None = None
+) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "plivo_stream_cli", "simulate", url, "--audio", str(clip),
         "--repeat", str(calls), "--concurrency", str(calls), "--linger", "0", "--json",
     ]  # fmt: skip
-    cpu, wall, text = timed(command, taskset)
+    cpu, wall, text = timed(command, taskset, pythonpath)
     doc = json.loads(text.splitlines()[-1])
     frames = sum(c["frames_sent"] for c in doc["calls"])
     return {"cpu_s": cpu, "wall_s": wall, "frames_sent": frames, "pacing": doc.get("pacing")}
@@ -162,6 +168,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--taskset", help="CPU list for the generators (the server gets the rest)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="also run the simulate of another checkout (its package's parent directory)",
+    )
     parser.add_argument("--bare", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--clip", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -175,17 +186,21 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     url = f"ws://127.0.0.1:{port}/stream"
-    rows: dict[str, list[dict[str, Any]]] = {"simulate": [], "bare": []}
+    names = ["simulate", "bare", *(["before"] if args.before else [])]
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     try:
         time.sleep(1.0)
         with tempfile.TemporaryDirectory() as tmp:
             clip = Path(tmp) / "clip.wav"
             write_clip(clip, args.seconds)
             for round_ in range(args.repeat):
-                order = ("simulate", "bare") if round_ % 2 == 0 else ("bare", "simulate")
+                order = names if round_ % 2 == 0 else names[::-1]
                 for name in order:
-                    run = run_simulate if name == "simulate" else run_bare
-                    row = run(url, args.calls, clip, args.taskset)
+                    if name == "bare":
+                        row = run_bare(url, args.calls, clip, args.taskset)
+                    else:
+                        before = args.before if name == "before" else None
+                        row = run_simulate(url, args.calls, clip, args.taskset, before)
                     row["us_per_frame"] = 1e6 * row["cpu_s"] / max(1, row["frames_sent"])
                     rows[name].append(row)
                     pace = row["pacing"] or {}
@@ -206,6 +221,10 @@ def main() -> None:
         f"simulate CPU per frame = {ratio:.2f} x the bare client (medians: "
         f"{med['simulate']:.1f} vs {med['bare']:.1f} us; {args.calls} calls x {args.seconds:g} s)"
     )
+    if args.before:
+        print(
+            f"before: {med['before']:.1f} us = {med['before'] / med['bare']:.2f} x the bare client"
+        )
     if args.json:
         print(json.dumps({"ratio": ratio, "median_us": med, "runs": rows}))
 

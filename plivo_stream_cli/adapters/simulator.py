@@ -94,6 +94,7 @@ class PlivoCall:
         self.t0 = time.monotonic()
         self.t0_ms = int(time.time() * 1000)
         self.done = asyncio.Event()
+        self.send_lock = asyncio.Lock()  # send() takes none: websockets sends whole messages
         self.interval = FRAME_MS / 1000 / max(report.speed, 1e-6)
         self._pending_clears = 0
         self._generation = 0  # counts clears, so a frame cut short confirms nothing
@@ -371,6 +372,7 @@ async def open_stream(url: str, auth_token: str | None, open_timeout: float) -> 
     try:
         return await connect(
             url,
+            proxy=_proxy(url),  # the same proxy websockets would pick, looked up once per URL
             additional_headers=headers,
             open_timeout=open_timeout,
             max_size=None,
@@ -427,6 +429,21 @@ def _closed_by_server(ws: ClientConnection) -> bool:
     if received is None:
         return False
     return bool(ws.protocol.close_rcvd_then_sent) or sent is None
+
+
+@functools.lru_cache(maxsize=64)
+def _proxy(url: str) -> str | None:
+    """websockets' own proxy choice for `url` (environment variables, then the system's).
+
+    websockets makes it on every connect by scanning the environment, which cost as much CPU
+    as 100 media frames: with `--repeat 400` it counted."""
+    from websockets.proxy import get_proxy
+    from websockets.uri import parse_uri
+
+    try:
+        return get_proxy(parse_uri(url))
+    except Exception:  # a URL websockets cannot parse: let connect() say so
+        return None
 
 
 def _upgrade_headers(url: str, auth_token: str | None) -> dict[str, str]:
