@@ -52,7 +52,7 @@ def test_demo_json_describes_the_call_and_its_files(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--dir", str(tmp_path), "--speed", "4", "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["schema_version"] == 1 and doc["directory"] == str(tmp_path.resolve())
+    assert doc["schema_version"] == 2 and doc["directory"] == str(tmp_path.resolve())
     kinds = {r["kind"]: r for r in doc["recordings"]}
     assert set(kinds) == {"inbound", "outbound", "call", "capture"}
     assert all(Path(r["path"]).is_file() for r in doc["recordings"])
