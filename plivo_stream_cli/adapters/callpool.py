@@ -37,6 +37,7 @@ from plivo_stream_cli import metrics
 from plivo_stream_cli.callreport import CallReport
 from plivo_stream_cli.errors import PstreamError, UsageError
 from plivo_stream_cli.formats import MediaFormat
+from plivo_stream_cli.ramp import call_failure
 from plivo_stream_cli.synth import default_caller_audio
 
 from .simulator import SimulateConfig, run_call
@@ -79,7 +80,7 @@ async def place(template: SimulateConfig, request_id: str) -> dict[str, Any]:
         result["error"] = f"{type(exc).__name__}: {exc}"
     else:
         result.update(_outcome(report))
-        result["error"] = _failure(report)
+        result["error"] = call_failure(report)
     result["call_ms"] = round((time.monotonic() - began) * 1000, 1)
     result["ok"] = result["error"] is None
     return result
@@ -95,17 +96,6 @@ def _outcome(report: CallReport) -> dict[str, Any]:
         "metrics": metrics.call_metrics(report),
         "pacing": metrics.pacing(report.pacing_late_ms),
     }
-
-
-def _failure(report: CallReport) -> str | None:
-    """Why a call that ran to its end still failed, or None."""
-    if report.rejected:
-        return f"the server closed the stream with 1008 ({report.close_reason or 'policy'})"
-    if report.violations:
-        return f"protocol violation: {report.violations[0]}"
-    if report.closed_by_server and report.close_code not in (1000, 1001):
-        return f"the server closed the stream with {report.close_code}"
-    return None
 
 
 async def serve_pool(template: SimulateConfig) -> None:
