@@ -259,7 +259,11 @@ def start_pstream(
     port: int, workdir: Path, workers: int = 1, extra: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
     args = ["serve", "--port", str(port), "--record", str(workdir / "rec"), "--json"]
-    args += extra or []
+    extra = list(extra or [])
+    if "no-json" in extra:  # a variant without the feed: frames are counted from the WAVs
+        extra.remove("no-json")
+        args.remove("--json")
+    args += extra
     if workers > 1:  # only then: a serve without the option still runs one process
         args += ["--workers", str(workers)]
     return subprocess.Popen(
@@ -423,6 +427,8 @@ def _fill(trial: Trial, workdir: Path) -> None:
     if is_pstream(trial.server):
         trial.frames_received, lags = read_feed(workdir / "feed.jsonl")
         trial.samples_recorded = recorded_samples(workdir / "rec")
+        if "no-json" in PSTREAM_VARIANTS.get(trial.server, []):  # no feed: no lag either
+            trial.frames_received = trial.samples_recorded // SAMPLES_PER_FRAME
         lags.sort()
         trial.lag_p50_ms, trial.lag_p99_ms = _pct(lags, 50), _pct(lags, 99)
         trial.lag_max_ms = lags[-1] if lags else 0.0
@@ -589,7 +595,8 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=ARGS",
-        help="pstream serve with extra options in the same rounds, e.g. 'nouv=--no-uvloop'",
+        help="pstream serve with extra options in the same rounds, e.g. 'asyncio=--loop asyncio'; "
+        "the token no-json drops --json (frames are then counted from the recordings)",
     )
     args = parser.parse_args()
     for item in args.also:
