@@ -1,4 +1,4 @@
-"""`serve --loop`: uvloop when installed, asyncio's loop on request; bad values are one error."""
+"""`serve --loop`: asyncio's loop, or uvloop on request; bad values are one error."""
 
 from __future__ import annotations
 
@@ -56,7 +56,6 @@ def test_choose_sets_the_loop_for_child_processes(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv(eventloop.ENV, raising=False)
     assert eventloop.choose("asyncio") == "asyncio"
     assert os.environ[eventloop.ENV] == "asyncio"
-    expected = "uvloop" if eventloop.have_uvloop() else "asyncio"
-    assert eventloop.choose("auto") == expected
+    assert eventloop.choose("uvloop" if eventloop.have_uvloop() else "asyncio")
     with pytest.raises(UsageError):
         eventloop.choose("nope")

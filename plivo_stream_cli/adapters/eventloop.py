@@ -1,5 +1,7 @@
-"""Which event loop runs a serving process: uvloop when it is installed (the `[fast]` extra),
-else asyncio's own; `PSTREAM_LOOP=asyncio` (serve's `--loop asyncio`) keeps asyncio's.
+"""Which event loop runs a serving process: asyncio's own, or uvloop (the `[fast]` extra) with
+serve's `--loop uvloop`. Not the default: it measured no gain on serve's workload (see
+benchmarks/README.md), and an in-process serve whose start-up fails (`--app` refused) did not
+stop under it in one test.
 
 The choice is an environment variable so that `serve --workers N` passes it on to the
 processes it starts with everything else in its environment.
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 from plivo_stream_cli.errors import UsageError
 
 T = TypeVar("T")
-CHOICES = ("auto", "asyncio", "uvloop")
+CHOICES = ("asyncio", "uvloop")
 ENV = "PSTREAM_LOOP"
 
 
@@ -25,22 +27,20 @@ def have_uvloop() -> bool:
 
 
 def choose(choice: str) -> str:
-    """The loop `choice` (auto, asyncio, uvloop) means here; sets it for child processes."""
+    """Check `choice` (asyncio, uvloop) and set it for this process and its children."""
     if choice not in CHOICES:
         raise UsageError(f"--loop must be one of {', '.join(CHOICES)}, got {choice!r}")
     if choice == "uvloop" and not have_uvloop():
         raise UsageError(
             '--loop uvloop: uvloop is not installed (pip install "plivo-stream-cli[fast]")'
         )
-    chosen = "uvloop" if choice == "uvloop" or (choice == "auto" and have_uvloop()) else "asyncio"
-    os.environ[ENV] = chosen
-    return chosen
+    os.environ[ENV] = choice
+    return choice
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)` on the loop `PSTREAM_LOOP` names (auto when unset)."""
-    wanted = os.environ.get(ENV, "auto")
-    if wanted != "asyncio" and have_uvloop():
+    """`asyncio.run(main)` on the loop `PSTREAM_LOOP` names (asyncio's when unset)."""
+    if os.environ.get(ENV) == "uvloop" and have_uvloop():
         import uvloop
 
         return uvloop.run(main)

@@ -89,11 +89,10 @@ def serve(
         "benchmarks/README.md). Feed, control and summary still cover every stream.",
     ),
     loop: str = typer.Option(
-        "auto",
+        "asyncio",
         "--loop",
-        metavar="auto|asyncio|uvloop",
-        help="Event loop: uvloop when installed (the [fast] extra; less CPU per frame), else "
-        "asyncio's. 'asyncio' keeps asyncio's.",
+        metavar="asyncio|uvloop",
+        help="Event loop: asyncio's, or uvloop (the [fast] extra; measured: no gain here).",
     ),
     control_port: int = typer.Option(
         0,
