@@ -255,8 +255,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_pstream(port: int, workdir: Path, workers: int = 1) -> subprocess.Popen[bytes]:
+def start_pstream(
+    port: int, workdir: Path, workers: int = 1, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     args = ["serve", "--port", str(port), "--record", str(workdir / "rec"), "--json"]
+    extra = list(extra or [])
+    if "no-json" in extra:  # a variant without the feed: frames are counted from the WAVs
+        extra.remove("no-json")
+        args.remove("--json")
+    args += extra
     if workers > 1:  # only then: a serve without the option still runs one process
         args += ["--workers", str(workers)]
     return subprocess.Popen(
@@ -270,9 +277,16 @@ def start_pstream(port: int, workdir: Path, workers: int = 1) -> subprocess.Pope
     )
 
 
-def start_floor(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+OTHERS: dict[str, list[str]] = {}  # --also NAME=COMMAND: servers that report as the floor does
+PSTREAM_VARIANTS: dict[str, list[str]] = {}  # --variant NAME=ARGS: serve with other options
+
+
+def start_floor(port: int, workdir: Path, server: str = "floor") -> subprocess.Popen[bytes]:
+    command = [sys.executable, str(HERE / "floor_server.py"), "--port", str(port)]
+    if server in OTHERS:
+        command = [part.replace("{port}", str(port)) for part in OTHERS[server]]
     return subprocess.Popen(
-        [sys.executable, str(HERE / "floor_server.py"), "--port", str(port)],
+        command,
         stdout=(workdir / "floor.json").open("wb"),
         stderr=(workdir / "floor.err").open("wb"),
         env=_env(),
@@ -343,7 +357,7 @@ class Trial:
     def lossless(self) -> bool:
         expected = self.calls * int(self.generator.get("frames_per_call", 0))
         received_all = self.frames_received == self.frames_sent == expected
-        if self.server == "floor":
+        if not is_pstream(self.server):
             return received_all  # it records nothing
         return received_all and self.samples_recorded == self.samples_sent
 
@@ -356,15 +370,20 @@ class Trial:
         return self.lossless and self.lag_p99_ms < LAG_LIMIT_MS and self.generator_kept_up
 
 
+def is_pstream(server: str) -> bool:
+    return server == "pstream" or server in PSTREAM_VARIANTS
+
+
 def run_trial(server: str, calls: int, seconds: float, workers: int = 1) -> Trial:
     with tempfile.TemporaryDirectory(prefix=f"pstream-load-{server}-") as tmp:
         workdir = Path(tmp)
         port = free_port()
-        if server == "pstream":
-            proc, errlog = start_pstream(port, workdir, workers), workdir / "serve.err"
+        if is_pstream(server):
+            extra = PSTREAM_VARIANTS.get(server)
+            proc, errlog = start_pstream(port, workdir, workers, extra), workdir / "serve.err"
         else:
             workers = 1  # the floor is one process, whatever --workers says
-            proc, errlog = start_floor(port, workdir), workdir / "floor.err"
+            proc, errlog = start_floor(port, workdir, server), workdir / "floor.err"
         trial = Trial(server, calls, seconds, workers)
         try:
             wait_port(port, proc, errlog)
@@ -405,9 +424,11 @@ def _fill(trial: Trial, workdir: Path) -> None:
     gen = trial.generator
     trial.frames_sent = int(gen["frames_sent"])
     trial.samples_sent = trial.frames_sent * SAMPLES_PER_FRAME
-    if trial.server == "pstream":
+    if is_pstream(trial.server):
         trial.frames_received, lags = read_feed(workdir / "feed.jsonl")
         trial.samples_recorded = recorded_samples(workdir / "rec")
+        if "no-json" in PSTREAM_VARIANTS.get(trial.server, []):  # no feed: no lag either
+            trial.frames_received = trial.samples_recorded // SAMPLES_PER_FRAME
         lags.sort()
         trial.lag_p50_ms, trial.lag_p99_ms = _pct(lags, 50), _pct(lags, 99)
         trial.lag_max_ms = lags[-1] if lags else 0.0
@@ -510,10 +531,10 @@ def describe(trial: Trial) -> str:
     )
     if trial.exited:
         line += f"; {trial.exited} server process(es) EXITED during the run"
-    if trial.server == "pstream":
+    if is_pstream(trial.server):
         line += f"; samples {trial.samples_recorded}/{trial.samples_sent}"
     line += f"; lag p50 {trial.lag_p50_ms:.0f} ms p99 {trial.lag_p99_ms:.0f} ms"
-    if trial.server == "pstream":
+    if is_pstream(trial.server):
         line += f" max {trial.lag_max_ms:.0f} ms"
     line += (
         f"; generator late p99 {gen.get('late_p99_ms')} ms, streamed {gen.get('stream_s')} s,"
@@ -557,10 +578,37 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="20 calls, 8 s, pstream only")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor and idle memory")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    parser.add_argument("--no-idle", action="store_true", help="skip the idle-memory run")
     parser.add_argument(
         "--workers", type=int, default=1, help="serve's processes (`serve --workers N` if N > 1)"
     )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="another server in the same rounds ({port} in COMMAND is its port); it must print "
+        "floor_server.py's JSON counters on SIGTERM",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="pstream serve with extra options in the same rounds, e.g. 'asyncio=--loop asyncio'; "
+        "the token no-json drops --json (frames are then counted from the recordings)",
+    )
     args = parser.parse_args()
+    for item in args.also:
+        name, _, command = item.partition("=")
+        if not name or not command or name in SERVERS:
+            parser.error(f"--also {item!r}: expected NAME=COMMAND with a new NAME")
+        OTHERS[name] = command.split()
+    for item in args.variant:
+        name, _, extra = item.partition("=")
+        if not name or name in SERVERS or name in OTHERS:
+            parser.error(f"--variant {item!r}: expected NAME=ARGS with a new NAME")
+        PSTREAM_VARIANTS[name] = extra.split()
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     if args.smoke:
@@ -575,7 +623,8 @@ def main() -> int:
         print(f"{ours_label}: largest N holding real time: {best}", flush=True)
         results["largest_calls"] = best
         args.calls = best or args.start
-    runs: dict[str, list[Trial]] = {name: [] for name in SERVERS[: 1 if args.no_floor else 2]}
+    names = [*SERVERS[: 1 if args.no_floor else 2], *PSTREAM_VARIANTS, *OTHERS]
+    runs: dict[str, list[Trial]] = {name: [] for name in names}
     for _ in range(max(1, args.repeat)):
         for name, trials in runs.items():  # interleaved, so all see the same machine
             trials.append(run_trial(name, args.calls, args.seconds, args.workers))
@@ -588,6 +637,10 @@ def main() -> int:
         results["ratio"] = ratio = _median(ours) / max(1e-9, _median(runs["floor"]))
         print(f"{ours_label} CPU per frame = {ratio:.2f} x the bare websockets floor{many}",
               flush=True)  # fmt: skip
+    for name in [*PSTREAM_VARIANTS, *OTHERS]:
+        results[f"ratio_{name}"] = other = _median(ours) / max(1e-9, _median(runs[name]))
+        print(f"{ours_label} CPU per frame = {other:.2f} x {name}{many}", flush=True)
+    if "floor" in runs and not args.no_idle:
         memory = idle_memory(args.calls, args.workers)
         summed = f", summed over {memory['processes']} processes" if memory["processes"] > 1 else ""
         print(

@@ -58,11 +58,12 @@ def tone_frames(count: int = 50) -> list[bytes]:
 
 
 def stream_id(index: int) -> str:
-    return f"load-{index:05d}"
+    # a UUID, as Plivo's are (Plivo's Node SDK refuses any other streamId)
+    return f"00000000-0000-4000-8000-{index:012d}"
 
 
 def call_id(index: int) -> str:
-    return f"call-{index:05d}"
+    return f"00000000-0000-4000-9000-{index:012d}"
 
 
 class Templates:
@@ -71,7 +72,7 @@ class Templates:
     def __init__(self, sid: str, payloads: list[bytes]) -> None:
         self.parts = []
         for payload in payloads:
-            text = Media(sid, "inbound", _TS, payload, int(_CHUNK), int(_SEQ)).to_json()
+            text = Media(sid, "inbound", _TS, payload, int(_CHUNK), int(_SEQ), "").to_json()
             self.parts.append(_split(text))
 
     def message(self, k: int, stamp_ms: int) -> str:
@@ -98,6 +99,7 @@ async def open_call(url: str, index: int, gate: asyncio.Semaphore) -> ClientConn
             "MALOADTEST0000000000",
             ("inbound",),
             MULAW_8K,
+            "",
             sequence_number=1,
         )
         await ws.send(start.to_json())

@@ -51,6 +51,7 @@ class CallReport:
     barge_in_ended: float | None = None  # when the last one was
     timeline: list[TimedEvent] = field(default_factory=list)
     duration: float = 0.0
+    connect_s: float | None = None  # the WebSocket's opening handshake, when the simulator timed it
     pacing_late_ms: list[float] = field(default_factory=list)  # each paced wake-up's lateness
 
     @property

@@ -33,6 +33,9 @@ class UnsupportedMedia(ProtocolError):
     cannot be decoded, so it is refused once rather than every frame after it."""
 
 
+_encode_str = json.encoder.encode_basestring_ascii  # a JSON string as json.dumps writes it
+
+
 def _compact(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
@@ -119,6 +122,28 @@ class Media(_Wire):
         if self.extra_headers is not None:
             out["extra_headers"] = self.extra_headers
         return out
+
+    def to_json(self) -> str:
+        """Exactly `_compact(self.to_dict())`, written without the dicts: `simulate` sends one
+        of these per call every 20 ms, and the generic path was a third of its own work."""
+        chunk, seq, extra = self.chunk, self.sequence_number, self.extra_headers
+        if not (
+            (seq is None or type(seq) is int)
+            and (chunk is None or type(chunk) is int)
+            and type(self.stream_id) is str
+            and type(self.track) is str
+            and type(self.timestamp) is str
+            and (extra is None or type(extra) is str)
+        ):
+            return _compact(self.to_dict())  # odd types: let json decide
+        esc = _encode_str
+        payload = binascii.b2a_base64(self.payload, newline=False).decode("ascii")
+        head = '{"event":"media","sequenceNumber":' + ("null" if seq is None else str(seq))
+        media = '"media":{"track":' + esc(self.track) + ',"timestamp":' + esc(self.timestamp)
+        if chunk is not None:
+            media += ',"chunk":' + str(chunk)
+        tail = "}" if extra is None else ',"extra_headers":' + esc(extra) + "}"
+        return f'{head},"streamId":{esc(self.stream_id)},{media},"payload":"{payload}"}}{tail}'
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
@@ -126,8 +126,8 @@ def make_connection_class(
         _transport: asyncio.Transport | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            assert isinstance(transport, asyncio.Transport)
-            self._transport = transport  # asyncio hands it over; kept to answer webhooks
+            # a stream transport (uvloop's is not an asyncio.Transport subclass, only alike)
+            self._transport = cast(asyncio.Transport, transport)  # kept to answer webhooks
             super().connection_made(transport)
 
         _chunks: ChunkedBody | None = None

@@ -361,7 +361,9 @@ def main() -> None:
     """`python -m plivo_stream_cli.adapters.workers`: run as a worker of a serve (see above)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_work())
+        from plivo_stream_cli.adapters.eventloop import run
+
+        run(_work())
     except (BrokenPipeError, ConnectionResetError):  # the first process went away
         pass
     except OSError as exc:  # cannot listen: the first process reports that this worker exited

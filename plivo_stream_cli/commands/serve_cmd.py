@@ -126,6 +126,12 @@ def serve(
         "with (one process: about 400 real-time calls with --record --json; see "
         "benchmarks/README.md). Feed, control and summary still cover every stream.",
     ),
+    loop: str = typer.Option(
+        "asyncio",
+        "--loop",
+        metavar="asyncio|uvloop",
+        help="Event loop: asyncio's, or uvloop (the [fast] extra; measured: no gain here).",
+    ),
     control_port: int = values.port_option(
         0,
         "--control-port",
@@ -265,7 +271,10 @@ def serve(
         if tunnel is not None:
             await asyncio.to_thread(tunnel.close)
 
-    code = asyncio.run(
+    from plivo_stream_cli.adapters import eventloop
+
+    eventloop.choose(loop)
+    code = eventloop.run(
         run_serve(
             server,
             ui,

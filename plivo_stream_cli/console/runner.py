@@ -49,7 +49,8 @@ class Stopper:
     def install(self) -> None:
         loop = asyncio.get_running_loop()
         for sig, code in ((signal.SIGINT, ExitCode.INTERRUPTED), (signal.SIGTERM, ExitCode.OK)):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            # off the main thread asyncio raises RuntimeError, uvloop ValueError
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._stop, code)
 
     def _stop(self, code: ExitCode) -> None:
