@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import importlib.util
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
