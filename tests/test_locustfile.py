@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import csv
+import importlib.util
 import json
 import subprocess
 import sys
@@ -20,7 +21,11 @@ from plivo_stream_cli import synth
 from plivo_stream_cli.adapters.audiofile import write_wav
 from tests.conftest import free_port, serving_in_thread
 
-pytest.importorskip("locust")
+# Never import locust here: importing it monkey-patches this whole process with gevent (it broke
+# later tests' pseudo-terminal reads). Locust runs in its own processes only.
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("locust") is None, reason="needs the [locust] extra"
+)
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "plivo_stream_cli" / "adapters" / "locustfile.py"
 

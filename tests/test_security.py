@@ -419,6 +419,7 @@ def _fast_failing_args(tmp: Path, busy: int, closed: str) -> dict[str, list[str]
         "start": ["CA1", "wss://bot.example.com/stream", *api[:4]],
         "serve": ["--port", str(busy), "--ngrok"],
         "simulate": [f"ws://{closed}/stream"],
+        "load": [f"ws://{closed}/stream", "--steps", "1", "--step-seconds", "1", "--warm-up", "0"],
         "replay": [str(tmp / "missing.jsonl"), f"ws://{closed}/stream"],
         "call": ["+14155550100", "--from", "+14155550101", "--yes",
                  "--answer-url", "https://bot.example.com/answer", *api[:4]],
