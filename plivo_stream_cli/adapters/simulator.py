@@ -96,7 +96,6 @@ class PlivoCall:
         self.t0 = time.monotonic()
         self.t0_ms = int(time.time() * 1000)
         self.done = asyncio.Event()
-        self.send_lock = asyncio.Lock()  # send() takes none: websockets sends whole messages
         self.interval = FRAME_MS / 1000 / max(report.speed, 1e-6)
         self.slots = 0  # 20 ms media slots used so far: the caller's line clock
         self.chunks: dict[str, int] = {}  # media chunks sent, per track

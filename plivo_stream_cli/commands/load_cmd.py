@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from plivo_stream_cli.commands import values
 from plivo_stream_cli.commands.common import add, auth_token_option, resolve_token
 from plivo_stream_cli.commands.stream_options import CONTENT_TYPE, ContentType
 
@@ -26,14 +27,25 @@ def register(app: typer.Typer) -> None:
 
 
 def load(
-    url: str = typer.Argument(..., help="ws:// or wss:// URL of the bot to load."),
+    url: str = typer.Argument(
+        ...,
+        help="ws:// or wss:// URL of the bot to load.",
+        parser=values.url_parser(values.WS_SCHEMES),
+    ),
     steps: str = typer.Option(
         ..., "--steps", help="Calls at once per step: '10,20,40' or FIRST:LAST:STEP ('10:100:10')."
     ),
-    step_seconds: float = typer.Option(
-        30.0, "--step-seconds", help="How long each step keeps its calls going."
+    step_seconds: float = values.number_option(
+        30.0,
+        "--step-seconds",
+        what="seconds",
+        low=0.0,
+        high=values.DAY,
+        above_low=True,
+        metavar="SECONDS",
+        help="How long each step keeps its calls going.",
     ),
-    warm_up: float = typer.Option(
+    warm_up: float = values.seconds_option(
         5.0, "--warm-up", help="Seconds at the start of each step whose calls are not counted."
     ),
     audio: Path | None = typer.Option(
@@ -44,27 +56,32 @@ def load(
     extra_headers: str = typer.Option(
         "", "--extra-headers", help="extra_headers of the start event, e.g. 'a=1;b=2'."
     ),
-    linger: float = typer.Option(
+    linger: float = values.seconds_option(
         1.0, "--linger", help="Seconds each call stays up after the caller's audio ends."
     ),
-    barge_in_at: float | None = typer.Option(
+    barge_in_at: float | None = values.seconds_option(
         None, "--barge-in-at", help="Talk over each reply SECONDS after it begins (clear_ms)."
     ),
     barge_in_audio: Path | None = typer.Option(
         None, "--barge-in-audio", help="What the caller says at barge-in. Default: built-in clip."
     ),
-    max_first_audio_ms: float | None = typer.Option(
-        None, "--max-first-audio-ms", help="A step fails if any call's time to first audio > N."
+    max_first_audio_ms: float | None = values.ms_option(
+        None, "--max-first-audio-ms", help="A step fails if any call's time to first audio > MS."
     ),
-    max_clear_ms: float | None = typer.Option(
-        None, "--max-clear-ms", help="A step fails if any call's barge-in-to-clearAudio > N."
+    max_clear_ms: float | None = values.ms_option(
+        None, "--max-clear-ms", help="A step fails if any call's barge-in-to-clearAudio > MS."
     ),
-    max_gap_ms: float | None = typer.Option(
-        None, "--max-gap-ms", help="A step fails if any silence inside a reply is longer than N."
+    max_gap_ms: float | None = values.ms_option(
+        None, "--max-gap-ms", help="A step fails if any silence inside a reply is longer than MS."
     ),
-    max_late_ms: float = typer.Option(
+    max_late_ms: float = values.number_option(
         10.0,
         "--max-late-ms",
+        what="milliseconds",
+        low=0.0,
+        high=60_000.0,
+        above_low=True,
+        metavar="MS",
         help="A step fails when pstream's own pacing ran later than this (p99): its figures "
         "would be the generator's, not the bot's.",
     ),
@@ -77,18 +94,10 @@ def load(
     from plivo_stream_cli import ramp
     from plivo_stream_cli.adapters.loadramp import run_step
     from plivo_stream_cli.console import output
-    from plivo_stream_cli.errors import CheckFailed, NetworkError, UsageError
+    from plivo_stream_cli.errors import CheckFailed, NetworkError
 
     planned = ramp.parse_steps(steps)
     _check_numbers(step_seconds, warm_up, linger, barge_in_at, max_clear_ms)
-    for name, value in (
-        ("--max-first-audio-ms", max_first_audio_ms),
-        ("--max-clear-ms", max_clear_ms),
-        ("--max-gap-ms", max_gap_ms),
-        ("--max-late-ms", max_late_ms),
-    ):
-        if value is not None and value <= 0:
-            raise UsageError(f"{name} must be a positive number of milliseconds, got {value:g}")
     template = _template(
         url, audio, content_type, auth_token, extra_headers, linger, barge_in_at, barge_in_audio
     )
@@ -152,17 +161,11 @@ def _check_numbers(
 ) -> None:
     from plivo_stream_cli.errors import UsageError
 
-    if step_seconds <= 0:
-        raise UsageError(f"--step-seconds must be positive, got {step_seconds:g}")
     if warm_up < 0 or warm_up >= step_seconds:
         raise UsageError(
             f"--warm-up must be at least 0 and less than --step-seconds ({step_seconds:g}), "
             f"got {warm_up:g}"
         )
-    if linger < 0:
-        raise UsageError(f"--linger must not be negative, got {linger:g}")
-    if barge_in_at is not None and barge_in_at < 0:
-        raise UsageError(f"--barge-in-at must not be negative, got {barge_in_at:g}")
     if max_clear_ms is not None and barge_in_at is None:
         raise UsageError("--max-clear-ms needs --barge-in-at (the caller must talk over the bot)")
 
