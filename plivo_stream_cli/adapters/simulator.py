@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -428,7 +429,7 @@ async def open_stream(url: str, auth_token: str | None, open_timeout: float) -> 
     try:
         return await connect(
             url,
-            proxy=_proxy(url),  # the same proxy websockets would pick, looked up once per URL
+            proxy=_proxy_setting(),  # looked up once, not on every connect
             additional_headers=headers,
             open_timeout=open_timeout,
             max_size=None,
@@ -512,19 +513,17 @@ def _refusal(url: str, exc: InvalidStatus, *, signed: bool) -> PstreamError:
     return NetworkError(f"{head}: the server failed")
 
 
-@functools.lru_cache(maxsize=64)
-def _proxy(url: str) -> str | None:
-    """websockets' own proxy choice for `url` (environment variables, then the system's).
+@functools.lru_cache(maxsize=1)
+def _proxy_setting() -> Literal[True] | None:
+    """`connect(proxy=...)`: None when no proxy is configured at all, else True (websockets
+    then picks one for each URL from the same settings, as it does by default).
 
-    websockets makes it on every connect by scanning the environment, which cost as much CPU
-    as 100 media frames: with `--repeat 400` it counted."""
-    from websockets.proxy import get_proxy
-    from websockets.uri import parse_uri
+    websockets looks the settings up on every connect, which cost as much CPU as 100 media
+    frames: with `--repeat 400` it counted. They come from the standard library's
+    `getproxies()` (the environment, then the system's), read once here."""
+    import urllib.request
 
-    try:
-        return get_proxy(parse_uri(url))
-    except Exception:  # a URL websockets cannot parse: let connect() say so
-        return None
+    return True if urllib.request.getproxies() else None
 
 
 def _upgrade_headers(url: str, auth_token: str | None) -> dict[str, str]:
