@@ -349,3 +349,44 @@ def test_every_event_serve_sends_has_a_shape_plivo_accepts(fmt: MediaFormat) -> 
     got, stream = run(scenario())
     kinds = [check_to_plivo(m, fmt, stream) for m in got]
     assert {"playAudio", "checkpoint", "clearAudio"} <= set(kinds)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "latency"),
+    [(fmt, None) for fmt in FORMATS] + [(MULAW_8K, 20.0)],
+    ids=[f.content_type for f in FORMATS] + ["impaired"],
+)
+def test_every_event_a_scenario_sends_has_plivos_shape(
+    tmp_path: Path, fmt: MediaFormat, latency: float | None
+) -> None:
+    """A scripted call (say, dtmf, silence, wait, barge-in), plain and through the impaired
+    line, sends the same shapes as a plain simulate: extra_headers on start, media and dtmf."""
+    from plivo_stream_cli.adapters.audiofile import write_wav
+    from plivo_stream_cli.testing import simulate_call
+
+    write_wav(tmp_path / "caller.wav", synth.caller_clip(8000)[:8000], 8000)
+    steps = [
+        {"say": "caller.wav"},
+        {"dtmf": "5#"},
+        {"wait_for": {"audio": True, "timeout": 3}},
+        {"barge_in": {"after_ms": 50, "audio": "caller.wav", "timeout": 3}},
+        {"silence": 0.5},
+        {"hangup": True},
+    ]
+
+    async def call(url: str) -> None:
+        await simulate_call(
+            url,
+            {"extra_headers": "userId=12345", "linger": 0},
+            steps=steps,
+            base_dir=tmp_path,
+            content_type=fmt.content_type,
+            latency=latency,
+            seed=7,
+        )
+
+    got = run(_capture(fmt, call))
+    counts = check_from_plivo(got, fmt)
+    assert counts["start"] == 1 and counts["dtmf"] == 2 and counts["media"] >= 50
+    assert all(m.get("extra_headers") == "userId=12345" for m in got if m["event"] != "playedStream"
+               and m["event"] != "clearedAudio"), got[:3]  # fmt: skip
