@@ -199,7 +199,7 @@ def serve(
     from plivo_stream_cli.console import output
     from plivo_stream_cli.console.runner import ServeUi, run_serve
 
-    _check_upstream(upstream, upstream_timeout, play, echo)
+    _check_upstream(upstream, play, echo)
     token = resolve_token(auth_token, required=False)
     _check_replay_flags(reject_replays, replay_window, token)
     exposure = values.exposure(host, token)
@@ -308,7 +308,7 @@ def _report_hint(captures: list[str]) -> None:
         output.status(f"({len(captures)} calls recorded; the last three shown)")
 
 
-def _check_upstream(url: str | None, timeout: float, play: Path | None, echo: bool) -> None:
+def _check_upstream(url: str | None, play: Path | None, echo: bool) -> None:
     from plivo_stream_cli.errors import UsageError
 
     if url is None:
