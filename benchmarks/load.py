@@ -1,7 +1,8 @@
 """Load benchmark for `pstream serve`: how many real-time calls it records with zero loss.
 
-Not a test (only `--smoke` runs in CI). Starts `pstream serve --record DIR --json` in its own
-process (the feed goes to a file, which is how lag and received frames are measured) and
+Not a test (only `--smoke` runs in CI). Starts `pstream serve --record DIR --json --media` in its
+own process (the feed goes to a file, which is how lag and received frames are measured; a serve
+older than `--media` printed media lines with `--json` alone: give it the variant `no-media`) and
 `loadgen.py` in another, which runs N concurrent calls sending 20 ms mu-law frames in real
 time for T seconds. With `--workers N` (N > 1) serve gets `--workers N` too and runs N
 processes sharing the port (itself and N-1 children); without it serve's command line is as
@@ -258,11 +259,15 @@ def _env() -> dict[str, str]:
 def start_pstream(
     port: int, workdir: Path, workers: int = 1, extra: list[str] | None = None
 ) -> subprocess.Popen[bytes]:
-    args = ["serve", "--port", str(port), "--record", str(workdir / "rec"), "--json"]
+    args = ["serve", "--port", str(port), "--record", str(workdir / "rec"), "--json", "--media"]
     extra = list(extra or [])
     if "no-json" in extra:  # a variant without the feed: frames are counted from the WAVs
         extra.remove("no-json")
         args.remove("--json")
+        args.remove("--media")
+    if "no-media" in extra:  # serve --json as it is by default: no line per media frame
+        extra.remove("no-media")
+        args.remove("--media")
     args += extra
     if workers > 1:  # only then: a serve without the option still runs one process
         args += ["--workers", str(workers)]
@@ -427,7 +432,8 @@ def _fill(trial: Trial, workdir: Path) -> None:
     if is_pstream(trial.server):
         trial.frames_received, lags = read_feed(workdir / "feed.jsonl")
         trial.samples_recorded = recorded_samples(workdir / "rec")
-        if "no-json" in PSTREAM_VARIANTS.get(trial.server, []):  # no feed: no lag either
+        variant = PSTREAM_VARIANTS.get(trial.server, [])
+        if "no-json" in variant or "no-media" in variant:  # no media lines: no lag either
             trial.frames_received = trial.samples_recorded // SAMPLES_PER_FRAME
         lags.sort()
         trial.lag_p50_ms, trial.lag_p99_ms = _pct(lags, 50), _pct(lags, 99)
@@ -596,7 +602,8 @@ def main() -> int:
         default=[],
         metavar="NAME=ARGS",
         help="pstream serve with extra options in the same rounds, e.g. 'asyncio=--loop asyncio'; "
-        "the token no-json drops --json (frames are then counted from the recordings)",
+        "the token no-json drops --json, no-media drops --media (serve --json's default); "
+        "frames are then counted from the recordings, and lag is not measured",
     )
     args = parser.parse_args()
     for item in args.also:

@@ -21,7 +21,7 @@ def test_serve_records_a_call_on_either_loop(loop: str) -> None:
     if loop == "uvloop":
         pytest.importorskip("uvloop")
     port = free_port()
-    serve = pstream_process("serve", "--port", str(port), "--json", "--loop", loop)
+    serve = pstream_process("serve", "--port", str(port), "--json", "--media", "--loop", loop)
     try:
         wait_for_port(port)
         done = subprocess.run(

@@ -259,7 +259,9 @@ async def call_of(port: int, stream: str, frames: int) -> int:
 
 def test_a_stdout_nobody_reads_stalls_nothing_and_drops_are_counted(tmp_path: Path) -> None:
     port = free_port()
-    serve = pstream_process("serve", "--port", str(port), "--json", "--record", str(tmp_path))
+    serve = pstream_process(
+        "serve", "--port", str(port), "--json", "--media", "--record", str(tmp_path)
+    )
     try:
         wait_for_port(port)
         # ~3.5 MB of feed lines into a stdout pipe no one reads (64 KB) and serve's buffer (1 MB)
@@ -387,8 +389,9 @@ def test_sigterm_exits_within_2_s_with_peers_that_never_close(tmp_path: Path) ->
     write_wav(greeting, synth.tone(440, 30.0, 8000), 8000)  # 30 s to play: writes pile up
     record = tmp_path / "calls"
     serve = pstream_process(
-        "serve", "--port", str(port), "--record", str(record), "--play", str(greeting), "--json"
-    )
+        "serve", "--port", str(port), "--record", str(record), "--play", str(greeting),
+        "--json", "--media",
+    )  # fmt: skip
     peers: list[socket.socket] = []
     try:
         wait_for_port(port)

@@ -43,7 +43,7 @@ def test_serve_json_shows_dtmf_records_and_stops_cleanly_on_sigterm(
     port = free_port()
     record = tmp_path / "rec"
     serve = pstream_process(
-        "serve", "--port", str(port), "--json", "--record", str(record),
+        "serve", "--port", str(port), "--json", "--media", "--record", str(record),
         env={"PLIVO_AUTH_TOKEN": TOKEN},
     )  # fmt: skip
     try:
@@ -69,6 +69,34 @@ def test_serve_json_shows_dtmf_records_and_stops_cleanly_on_sigterm(
         assert wav.getnframes() == len(media) * 160
     assert "stopped: 1 streams" in err
     assert TOKEN not in out + err
+
+
+def test_serve_json_leaves_media_frames_to_the_closing_line_unless_asked(tmp_path: Path) -> None:
+    port = free_port()
+    serve = pstream_process("serve", "--port", str(port), "--json")
+    try:
+        wait_for_port(port)
+        done = simulate(f"ws://127.0.0.1:{port}/stream", "--speed", "8", "--json", token=None)
+        assert done.returncode == 0, done.stderr
+        sent = json.loads(done.stdout)["calls"][0]["frames_sent"]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=60)
+    assert serve.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert not [r for r in records if r["event"] == "media"]
+    assert [r["event"] for r in records if r.get("dir") == "in"][:1] == ["start"]
+    (closed,) = [r for r in records if r["event"] == "closed"]
+    assert closed["media"] == sent > 0
+
+
+def test_serve_media_without_json_is_one_line_and_exit_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "plivo_stream_cli", "serve", "--media"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr == "error: --media adds per-frame lines to the --json feed: add --json\n"
 
 
 def test_serve_ctrl_c_exits_130_and_finalizes_recordings(tmp_path: Path) -> None:

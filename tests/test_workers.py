@@ -415,7 +415,7 @@ def test_two_processes_serve_feed_record_and_are_controlled_as_one(
     serves: Callable[..., Serve], callers: Callers, tmp_path: Path
 ) -> None:
     record_dir = tmp_path / "rec"
-    serve = serves("--workers", "2", "--record", str(record_dir), "--json")
+    serve = serves("--workers", "2", "--record", str(record_dir), "--json", "--media")
     _, worker_pid = serve.wait_ready()
     assert workers_running() == [worker_pid]
     tail = pstream_process("tail", "--json")
@@ -498,6 +498,37 @@ def test_two_processes_serve_feed_record_and_are_controlled_as_one(
     tailed = [json.loads(line) for line in tail_out.splitlines()]
     assert sorted(str(r["stream"]) for r in tailed if r["event"] == "closed") == sorted(holders)
     assert sorted(str(r["stream"]) for r in tailed if r["event"] == "connected") == ids
+
+
+def test_media_lines_are_opt_in_and_workers_relay_them_only_while_someone_listens(
+    serves: Callable[..., Serve], callers: Callers
+) -> None:
+    serve = serves("--workers", "2", "--json")  # no --media: no line per frame
+    serve.wait_ready()
+    tail = pstream_process("tail", "--json", "--media")  # ...but this listener wants them
+    serve.companions.append(tail)
+    wait_until(lambda: bool(serve.feed(lambda r: r.get("action") == "monitor")), "tail attached")
+    calls = callers.dial(serve.url, 24)
+    wait_all_media(calls)
+    holders = {call.stream_id: serve.holder(call) for call in calls}
+    assert set(holders.values()) == {"first", "worker"}
+    code = serve.stop(signal.SIGINT)
+    callers.results()
+    tail_out, tail_err = tail.communicate(timeout=60)
+    assert code == 130, serve.err
+    assert not serve.feed(lambda r: r["event"] == "media")
+    closed = {str(r["stream"]): r for r in serve.feed(lambda r: r["event"] == "closed")}
+    assert {sid: closed[sid]["media"] for sid in holders} == {
+        call.stream_id: len(call.frames) for call in calls
+    }
+    # The worker built and relayed its streams' frames for the tail, every one of them.
+    assert tail.returncode == 0, tail_err
+    tailed = [json.loads(line) for line in tail_out.splitlines()]
+    for call in calls:
+        media = [r for r in tailed if r["stream"] == call.stream_id and r["event"] == "media"]
+        assert [r["chunk"] for r in media] == list(range(1, len(call.frames) + 1)), holders[
+            call.stream_id
+        ]
 
 
 def test_sigterm_with_live_streams_exits_0_and_stops_the_worker(

@@ -11,11 +11,14 @@ rewiring and summary cover the workers' streams too.
 A worker is `python -m plivo_stream_cli.adapters.workers`, started by the first process
 (`WorkerPool`) and joined to it by its standard streams only:
 
-- first -> worker: one line, the base64 of the pickled `ServeConfig` and worker number (the
-  pipe is private to the two processes, so the auth token never appears in argv or the
-  environment); then control requests, one JSON line each: `{"id": N, "request": {...}}` with
-  a `play`, `clear` or `checkpoint` request of the control channel for a stream the worker
-  holds. End of input: close every stream (recordings finalized) and exit.
+- first -> worker: one line, the base64 of the pickled `ServeConfig`, worker number, port and
+  whether media records are wanted (the pipe is private to the two processes, so the auth
+  token never appears in argv or the environment); then control requests, one JSON line each:
+  `{"id": N, "request": {...}}` with a `play`, `clear` or `checkpoint` request of the control
+  channel for a stream the worker holds; and `{"media": true|false}` whenever the first
+  process starts or stops having listeners of per-frame media records (`serve --json --media`,
+  `pstream tail --media`): a worker builds and relays them only while they are wanted. End of
+  input: close every stream (recordings finalized) and exit.
 - worker -> first: `{"w": "ready"}` once listening; every feed record as the JSON line
   `--json` would print (gathered and written every 50 ms, like `--json`); a `{"w":
   "snapshot", "streams": [...], "live": [...], "totals": {...}}` every half second and last
@@ -100,9 +103,10 @@ class WorkerPool:
     async def start(self) -> None:
         """Start every worker and wait until each listens; `UsageError` if one cannot."""
         config = self.server.config
+        media = self.server.hub.media_listeners > 0
         try:
             setup = [
-                base64.b64encode(pickle.dumps((config, index, self.server.port))) + b"\n"
+                base64.b64encode(pickle.dumps((config, index, self.server.port, media))) + b"\n"
                 for index in range(1, self.count + 1)
             ]
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -122,6 +126,7 @@ class WorkerPool:
             assert process.stdin is not None
             process.stdin.write(line)
             worker.reader = loop.create_task(self._read(worker))
+        self.server.hub.on_media_change = self._media_wanted
         try:
             await asyncio.wait_for(asyncio.gather(*(w.ready for w in self._workers)), READY_TIMEOUT)
         except (asyncio.TimeoutError, ConnectionError) as exc:
@@ -146,6 +151,10 @@ class WorkerPool:
             if worker.reader is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(worker.reader, 5)
+
+    def _media_wanted(self, wanted: bool) -> None:
+        for worker in self._workers:
+            self._send(worker, {"media": wanted})
 
     # ------------------------------------------------------------ what StreamServer asks
 
@@ -287,12 +296,17 @@ async def _work() -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
     setup = await reader.readline()
-    config, index, port = pickle.loads(base64.b64decode(setup))
+    config, index, port, media = pickle.loads(base64.b64decode(setup))
     config.port = port
     server = StreamServer(config, conn_prefix=f"conn-w{index}-")
     await server.start(reuse_port=True)
     outbox = JsonPrinter(FLUSH_SECONDS, write=_pipe_writer(transport))
-    server.subscribe(outbox, media=True)
+    relaying = [server.subscribe(outbox, media=media)]
+
+    def want_media(wanted: bool) -> None:
+        relaying.pop()()
+        relaying.append(server.subscribe(outbox, media=wanted))
+
     control = ControlServer(server)  # its request handling, without its WebSocket server
     outbox.line(_line({"w": "ready", "pid": os.getpid()}))
     outbox.flush()
@@ -324,6 +338,9 @@ async def _work() -> None:
     async def requests() -> None:
         while line := await reader.readline():
             message = json.loads(line)
+            if "media" in message:
+                want_media(bool(message["media"]))
+                continue
             if "nonce" in message:
                 waiting = nonces.get(message["nonce"])
                 if waiting is not None and not waiting.done():

@@ -115,7 +115,16 @@ def serve(
         help="How long --reject-replays remembers a signature.",
     ),
     json_feed: bool = typer.Option(
-        False, "--json", help="One JSON line per event on stdout (payload sizes, not payloads)."
+        False,
+        "--json",
+        help="One JSON line per event on stdout (payload sizes, not payloads). The caller's "
+        "media frames are counted in each stream's closing line; --media prints them too.",
+    ),
+    media: bool = typer.Option(
+        False,
+        "--media",
+        help="With --json: a line per media frame as well (50 a second per stream; about a "
+        "quarter of serve's CPU per frame, so off unless asked for).",
     ),
     workers: int = values.count_option(
         1,
@@ -200,6 +209,10 @@ def serve(
     from plivo_stream_cli.console.runner import ServeUi, run_serve
 
     _check_upstream(upstream, play, echo)
+    if media and not json_feed:
+        from plivo_stream_cli.errors import UsageError
+
+        raise UsageError("--media adds per-frame lines to the --json feed: add --json")
     token = resolve_token(auth_token, required=False)
     _check_replay_flags(reject_replays, replay_window, token)
     exposure = values.exposure(host, token)
@@ -246,6 +259,7 @@ def serve(
         server.subscribe(lambda r: captures.extend(_captures_of(r)), media=False)
     ui = ServeUi(
         json_feed=json_feed,
+        media=media,
         live=not json_feed and output.is_terminal(),
         banner=_banner(config),
     )

@@ -35,6 +35,7 @@ class ServeUi:
     """How `serve` shows what happens."""
 
     json_feed: bool = False
+    media: bool = False  # --json --media: the caller's frames too
     live: bool = False
     banner: list[str] = field(default_factory=list)
 
@@ -218,7 +219,7 @@ def _publish(control: ControlServer) -> bool:
 def _subscribe_outputs(server: StreamServer, ui: ServeUi) -> StreamView | None:
     """Attach the JSON feed, the live view or plain lines; returns the view when live."""
     if ui.json_feed:
-        server.subscribe(json_printer, media=True)
+        server.subscribe(json_printer, media=ui.media)
     if ui.live:
         from plivo_stream_cli.console.view import StreamView
 
