@@ -263,6 +263,10 @@ def start_pstream(
     if "no-json" in extra:  # a variant without the feed: frames are counted from the WAVs
         extra.remove("no-json")
         args.remove("--json")
+    env = _env()
+    for token in [t for t in extra if t.startswith("pythonpath=")]:  # another checkout's serve
+        extra.remove(token)
+        env["PYTHONPATH"] = token.partition("=")[2]
     args += extra
     if workers > 1:  # only then: a serve without the option still runs one process
         args += ["--workers", str(workers)]
@@ -272,7 +276,7 @@ def start_pstream(
         # one process's lines from landing over another's
         stdout=(workdir / "feed.jsonl").open("ab"),
         stderr=(workdir / "serve.err").open("wb"),
-        env=_env(),
+        env=env,
         cwd=workdir,
     )
 
@@ -596,7 +600,9 @@ def main() -> int:
         default=[],
         metavar="NAME=ARGS",
         help="pstream serve with extra options in the same rounds, e.g. 'asyncio=--loop asyncio'; "
-        "the token no-json drops --json (frames are then counted from the recordings)",
+        "the token no-json drops --json (frames are then counted from the recordings), the "
+        "token pythonpath=DIR runs the serve of the checkout in DIR (e.g. 'before=pythonpath="
+        "/tmp/before' after `git worktree add /tmp/before COMMIT`)",
     )
     args = parser.parse_args()
     for item in args.also:
