@@ -4,7 +4,9 @@
 the connection after `start_timeout`), gives the stream its id in the server's registry, opens
 its recorder and playback, handles each message as it arrives (parsed once by the pure
 `StreamSession`, decoded once, captured, recorded, published), and on close finalizes the files
-and publishes the summary. What the bot side does (`play`, `clear`, checkpoints, echo) is here
+and publishes the summary. Messages are pushed: the connection (`plivolink.PlivoLink`) calls
+`on_messages` with each socket read's messages, and a message whose handling must wait (the
+start event, while the recorder's files are created) holds the ones after it, in order. What the bot side does (`play`, `clear`, checkpoints, echo) is here
 too, so the control channel and the tap drive a stream the same way.
 """
 
