@@ -293,3 +293,17 @@ async def _write_all(writer: asyncio.StreamWriter, frames: list[bytes]) -> None:
     for data in frames:
         writer.write(data)
         await writer.drain()
+
+
+def test_a_request_followed_by_a_half_close_still_gets_its_answer() -> None:
+    # e.g. `printf 'GET /healthz ...' | nc -N`: the peer shuts its side down after the request
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0)) as server:
+            reader, writer = await tcp(server.port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write_eof()
+            response = await asyncio.wait_for(reader.read(), 10)
+            assert response.startswith(b"HTTP/1.1 200 OK\r\n"), response
+            writer.close()
+
+    run(scenario())

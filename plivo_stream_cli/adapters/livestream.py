@@ -6,8 +6,9 @@ its recorder and playback, handles each message as it arrives (parsed once by th
 `StreamSession`, decoded once, captured, recorded, published), and on close finalizes the files
 and publishes the summary. Messages are pushed: the connection (`plivolink.PlivoLink`) calls
 `on_messages` with each socket read's messages, and a message whose handling must wait (the
-start event, while the recorder's files are created) holds the ones after it, in order. What the bot side does (`play`, `clear`, checkpoints, echo) is here
-too, so the control channel and the tap drive a stream the same way.
+start event, while the recorder's files are created) holds the ones after it, in order. What
+the bot side does (`play`, `clear`, checkpoints, echo) is here too, so the control channel and
+the tap drive a stream the same way.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -62,9 +63,11 @@ class PlivoLink(WebSocketLink):
         max_size: int,
         close_timeout: float = CLOSE_TIMEOUT,
         write_limit: int = WRITE_LIMIT,
+        logger: logging.Logger | None = None,
     ) -> None:
         super().__init__(
-            ServerProtocol(max_size=max_size),  # no extensions: permessage-deflate declined
+            # no extensions: permessage-deflate is declined
+            ServerProtocol(max_size=max_size, logger=logger),
             None,  # messages are held until the stream attaches
             close_timeout=close_timeout,
             write_limit=write_limit,
@@ -96,6 +99,8 @@ class PlivoLink(WebSocketLink):
             super().data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self._route_task is not None:
+            return True  # a complete request, its answer on the way: written, then closed
         if self._sniffing:
             return None  # a request cut short: nothing to answer
         return super().eof_received()

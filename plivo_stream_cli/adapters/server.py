@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,7 @@ class StreamServer:
         self._server: asyncio.Server | None = None
         self._links: set[PlivoLink] = set()  # every connection not yet lost
         self._sessions: set[asyncio.Task[None]] = set()  # each open WebSocket's gate + stream
+        self._ws_logger = quiet_logger("pstream.websockets")
         self.port = config.port
         self.stream_class: type[LiveStream] = LiveStream
         if config.upstream:
@@ -203,6 +205,7 @@ class StreamServer:
             open_timeout=self.config.start_timeout,
             max_size=WEBSOCKET_MAX_SIZE,
             close_timeout=CLOSE_TIMEOUT,
+            logger=self._ws_logger,
         )
         self._links.add(link)
         link.closed.add_done_callback(lambda _: self._links.discard(link))
@@ -341,10 +344,8 @@ def remote_of(connection: PlivoLink | ServerConnection) -> str:
     return str(address or "")
 
 
-def quiet_logger(name: str) -> Any:
+def quiet_logger(name: str) -> logging.Logger:
     """A logger that keeps websockets' own messages off the terminal (pstream reports itself)."""
-    import logging
-
     logger = logging.getLogger(name)
     logger.setLevel(logging.CRITICAL)
     logger.propagate = False
