@@ -296,11 +296,21 @@ class WebSocketLink(asyncio.Protocol):
         data = ws.data_to_send()
         if not data:
             return
-        for chunk in data:
-            if chunk:
-                transport.write(chunk)
-            elif transport.can_write_eof():
-                transport.write_eof()
+        if len(data) == 1 and data[0]:
+            transport.write(data[0])
+        else:  # several frames: one write (one system call), as `send_many` promises
+            parts: list[bytes] = []
+            for chunk in data:
+                if chunk:
+                    parts.append(chunk)
+                    continue
+                if parts:
+                    transport.write(b"".join(parts))
+                    parts = []
+                if transport.can_write_eof():  # b"": the end of what this side sends
+                    transport.write_eof()
+            if parts:
+                transport.write(b"".join(parts))
         if ws.close_expected() and self._close_timer is None:
             # The peer should close the TCP connection now; one that does not is cut off.
             self._close_timer = self.loop.call_later(self.close_timeout, transport.abort)
