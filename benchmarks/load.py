@@ -268,6 +268,10 @@ def start_pstream(
     if "no-media" in extra:  # serve --json as it is by default: no line per media frame
         extra.remove("no-media")
         args.remove("--media")
+    env = _env()
+    for token in [t for t in extra if t.startswith("pythonpath=")]:  # another checkout's serve
+        extra.remove(token)
+        env["PYTHONPATH"] = token.partition("=")[2]
     args += extra
     if workers > 1:  # only then: a serve without the option still runs one process
         args += ["--workers", str(workers)]
@@ -277,7 +281,7 @@ def start_pstream(
         # one process's lines from landing over another's
         stdout=(workdir / "feed.jsonl").open("ab"),
         stderr=(workdir / "serve.err").open("wb"),
-        env=_env(),
+        env=env,
         cwd=workdir,
     )
 
@@ -603,7 +607,10 @@ def main() -> int:
         metavar="NAME=ARGS",
         help="pstream serve with extra options in the same rounds, e.g. 'asyncio=--loop asyncio'; "
         "the token no-json drops --json, no-media drops --media (serve --json's default); "
-        "frames are then counted from the recordings, and lag is not measured",
+        "frames are then counted from the recordings, and lag is not measured. The token "
+        "pythonpath=DIR runs the serve of the checkout in DIR (e.g. 'before=pythonpath="
+        "/tmp/before' after `git worktree add /tmp/before COMMIT`; a serve older than --media "
+        "printed media lines with --json alone)",
     )
     args = parser.parse_args()
     for item in args.also:

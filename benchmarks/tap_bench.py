@@ -252,11 +252,12 @@ def trial(mode: str, calls: int, seconds: float) -> dict[str, Any]:
     serve: subprocess.Popen[bytes] | None = None
     url = f"ws://127.0.0.1:{bot_port}/ws"
     try:
-        if mode in ("tap", "serve"):
+        if mode in ("tap", "serve", "before"):
             port = free_port()
-            env = {**os.environ, "PYTHONPATH": str(ROOT), "PLIVO_AUTH_TOKEN": TOKEN}
+            path = BEFORE if mode == "before" else str(ROOT)  # before: another checkout's tap
+            env = {**os.environ, "PYTHONPATH": path, "PLIVO_AUTH_TOKEN": TOKEN}
             errlog = Path(f"/tmp/tap_bench_serve_{port}.err")
-            upstream = ["--upstream", url] if mode == "tap" else []
+            upstream = ["--upstream", url] if mode in ("tap", "before") else []
             serve = subprocess.Popen(
                 [
                     sys.executable,
@@ -298,6 +299,9 @@ def trial(mode: str, calls: int, seconds: float) -> dict[str, Any]:
     return result
 
 
+BEFORE = ""  # --before DIR: the checkout whose tap runs as mode "before"
+
+
 def describe(r: dict[str, Any]) -> str:
     c, b = r["caller"], r["bot"]
     if r["mode"] == "serve":
@@ -337,12 +341,27 @@ def main() -> int:
     parser.add_argument(
         "--with-serve", action="store_true", help="also run a plain serve (no bot) for its CPU"
     )
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also run the tap of the checkout in DIR (on PYTHONPATH) in the same rounds, "
+        "e.g. one made with `git worktree add /tmp/before COMMIT`",
+    )
     args = parser.parse_args()
+    global BEFORE
+    BEFORE = args.before or ""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for calls in args.calls:
-        trials: dict[str, list[dict[str, Any]]] = {"direct": [], "tap": [], "serve": []}
+        trials: dict[str, list[dict[str, Any]]] = {
+            "direct": [],
+            "tap": [],
+            "before": [],
+            "serve": [],
+        }
         for rep in range(args.repeat):
             order: tuple[str, ...] = ("direct", "tap") if rep % 2 == 0 else ("tap", "direct")
+            if args.before:
+                order = ("direct", "tap", "before") if rep % 2 == 0 else ("before", "tap", "direct")
             if args.with_serve:
                 order += ("serve",)
             for mode in order:
@@ -352,26 +371,29 @@ def main() -> int:
                 if args.json:
                     print(json.dumps(r), flush=True)
         print(summary(calls, trials), flush=True)
+        if args.before:
+            print(summary(calls, trials, "before"), flush=True)
     return 0
 
 
-def summary(calls: int, trials: dict[str, list[dict[str, Any]]]) -> str:
+def summary(calls: int, trials: dict[str, list[dict[str, Any]]], mode: str = "tap") -> str:
     def med(mode: str, side: str, key: str) -> float:
         return statistics.median(t[side][key] for t in trials[mode]) / 1000
 
     added = {
-        f"{name} {p}": med("tap", side, f"{p}_us") - med("direct", side, f"{p}_us")
+        f"{name} {p}": med(mode, side, f"{p}_us") - med("direct", side, f"{p}_us")
         for name, side in (("to bot", "bot"), ("back", "caller"))
         for p in ("p50", "p99")
     }
-    cpu = statistics.median(t["tap_cpu_us_per_msg"] for t in trials["tap"])
+    cpu = statistics.median(t["tap_cpu_us_per_msg"] for t in trials[mode])
     lost = sum(
         t["caller"]["sent"] - t["bot"]["frames"] + t["bot"]["answers"] - t["caller"]["answers"]
-        for t in trials["tap"]
+        for t in trials[mode]
     )
     parts = "  ".join(f"{k} {v:+.2f} ms" for k, v in added.items())
+    name = "the tap" if mode == "tap" else f"the {mode} tap ({BEFORE})"
     return (
-        f"== {calls} calls, added by the tap (median of {len(trials['tap'])} runs): {parts}; "
+        f"== {calls} calls, added by {name} (median of {len(trials[mode])} runs): {parts}; "
         f"tap CPU {cpu:g} us per message; lost through the tap: {lost}"
     )
 

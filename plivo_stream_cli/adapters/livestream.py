@@ -4,8 +4,11 @@
 the connection after `start_timeout`), gives the stream its id in the server's registry, opens
 its recorder and playback, handles each message as it arrives (parsed once by the pure
 `StreamSession`, decoded once, captured, recorded, published), and on close finalizes the files
-and publishes the summary. What the bot side does (`play`, `clear`, checkpoints, echo) is here
-too, so the control channel and the tap drive a stream the same way.
+and publishes the summary. Messages are pushed: the connection (`plivolink.PlivoLink`) calls
+`on_messages` with each socket read's messages, and a message whose handling must wait (the
+start event, while the recorder's files are created) holds the ones after it, in order. What
+the bot side does (`play`, `clear`, checkpoints, echo) is here too, so the control channel and
+the tap drive a stream the same way.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec
@@ -42,7 +45,9 @@ from plivo_stream_cli.session import (
 )
 
 if TYPE_CHECKING:
+    from plivo_stream_cli.adapters.plivolink import PlivoLink
     from plivo_stream_cli.adapters.server import StreamServer
+    from plivo_stream_cli.adapters.wslink import Message
 
 POLICY_VIOLATION = 1008
 CAPTURE_FLUSH_SECONDS = 0.5  # capture lines batched like the WAVs: a write per frame adds up
@@ -54,10 +59,7 @@ MAX_ERROR_CHARS = 512  # of an error note (it may quote the peer)
 class LiveStream:
     """One WebSocket connection: its session, recorder, playback and counters."""
 
-    # Called with each received message before it is handled (the tap passes it to the bot).
-    relay: Callable[[str | bytes], Awaitable[None]] | None = None
-
-    def __init__(self, server: StreamServer, ws: ServerConnection, conn_id: str) -> None:
+    def __init__(self, server: StreamServer, ws: PlivoLink, conn_id: str) -> None:
         self.server = server
         self.ws = ws
         self.conn_id = conn_id
@@ -92,8 +94,13 @@ class LiveStream:
     # ------------------------------------------------------------ sending
 
     async def send_event(self, text: str, event: Event) -> None:
-        """Write one outbound message, capture it, and publish it."""
-        await self.ws.send(text)
+        """Write one outbound message, capture it, and publish it (`ConnectionClosed` if closed).
+
+        Framed and written at once; waits only while the peer reads slower than we write.
+        """
+        ws = self.ws
+        if not ws.send(text):
+            await ws.drained()
         now = time.time()
         if self.recorder is not None:
             self.recorder.capture("out", text, now)
@@ -220,7 +227,8 @@ class LiveStream:
         timeout = self.server.config.start_timeout
         timer = asyncio.get_running_loop().call_later(timeout, self._start_expired, timeout)
         try:
-            await self._receive_loop()
+            self.ws.attach(self.on_messages)
+            await self.ws.finished()
         finally:
             timer.cancel()
             await self.stop_players()
@@ -233,24 +241,38 @@ class LiveStream:
                 self.ws.close(POLICY_VIOLATION, "no start event")
             )
 
-    async def _receive_loop(self) -> None:
-        """Handle each message until the connection closes."""
-        ws, relay = self.ws, self.relay
-        try:
-            while True:
-                message = await ws.recv()
-                if relay is not None:
-                    await relay(message)
-                if isinstance(message, bytes):
-                    self.server.totals["errors"] += 1
-                    self.session.stats.errors += 1
-                    self.note_error(f"binary frame of {len(message)} bytes ignored")
-                    continue
-                start = self.take(message)
-                if start is not None:
-                    await self._begin(start, message)
-        except ConnectionClosed:
-            pass
+    def on_messages(self, batch: list[Message]) -> Awaitable[None] | None:
+        """The messages of one socket read, in order (called by the link as they arrive).
+
+        Handled at once; when one must wait (the start event opens the recorder), the rest of
+        the batch waits with it, and the link holds every later message until it is done.
+        """
+        for index, message in enumerate(batch):
+            pending = self.handle(message)
+            if pending is not None:
+                return self._finish_batch(pending, batch, index + 1)
+        return None
+
+    async def _finish_batch(
+        self, pending: Awaitable[None], batch: list[Message], index: int
+    ) -> None:
+        await pending
+        for message in islice(batch, index, None):
+            pending_next = self.handle(message)
+            if pending_next is not None:
+                await pending_next
+
+    def handle(self, message: Message) -> Awaitable[None] | None:
+        """One received message; an awaitable when what follows it must wait."""
+        if isinstance(message, bytes):
+            self.server.totals["errors"] += 1
+            self.session.stats.errors += 1
+            self.note_error(f"binary frame of {len(message)} bytes ignored")
+            return None
+        start = self.take(message)
+        if start is not None:
+            return self._begin(start, message)
+        return None
 
     def take(self, message: str) -> tuple[Start, float] | None:
         """Parse, capture and handle one text message; a start event is returned, for `_begin`."""

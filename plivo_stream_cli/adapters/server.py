@@ -4,21 +4,20 @@
 the upgrade, close 1008 when it fails; replay memory), the HTTP routes (`webhooks`: `/healthz`,
 `/answer`, `/status`), the registry of live streams (`StreamRegistry`, here), each stream's
 lifecycle (`livestream.LiveStream`: session, recorder, playback) and the feed every event is
-published to (`feedhub`). `workers` runs more processes of this server on the same port
-(`serve --workers`).
+published to (`feedhub`). Each connection is a `plivolink.PlivoLink` (websockets' sans-I/O
+protocol on an asyncio `Protocol` of ours) on a plain asyncio server. `workers` runs more
+processes of this server on the same port (`serve --workers`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
+from typing import TYPE_CHECKING, Any, Protocol
 
 from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.feedhub import FeedHub
@@ -29,17 +28,13 @@ from plivo_stream_cli.adapters.livestream import (
     POLICY_VIOLATION,
     LiveStream,
 )
-from plivo_stream_cli.adapters.webhooks import (
-    HttpResponse,
-    Route,
-    Routes,
-    from_websockets_request,
-    make_connection_class,
-    target_path,
-    to_websockets_response,
-)
+from plivo_stream_cli.adapters.plivolink import PlivoLink
+from plivo_stream_cli.adapters.webhooks import Route, Routes
 from plivo_stream_cli.feed import note_record
 from plivo_stream_cli.streamxml import StreamOptions
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
 
 __all__ = [
     "CAPTURE_FLUSH_SECONDS",
@@ -163,7 +158,10 @@ class StreamServer:
             replay_window=config.replay_window,
         )
         self.routes = Routes(config, self.gate, self.publish, self._count_refusal, self._bound)
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
+        self._links: set[PlivoLink] = set()  # every connection not yet lost
+        self._sessions: set[asyncio.Task[None]] = set()  # each open WebSocket's gate + stream
+        self._ws_logger = quiet_logger("pstream.websockets")
         self.port = config.port
         self.stream_class: type[LiveStream] = LiveStream
         if config.upstream:
@@ -184,25 +182,34 @@ class StreamServer:
 
         `reuse_port` lets other processes listen on the same port (`serve --workers`).
         """
-        self._server = await serve(
-            self._handle,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_link,
             self.config.host,
             self.config.port,
-            process_request=self._process_request,
-            create_connection=make_connection_class(self.routes.route),
-            max_size=WEBSOCKET_MAX_SIZE,
-            open_timeout=self.config.start_timeout,  # a peer that never finishes its request
-            ping_interval=None,  # Plivo does not answer pings reliably; TCP tells us of drops
-            close_timeout=CLOSE_TIMEOUT,
-            # permessage-deflate would cost an inflate per 20 ms frame and a zlib context per
-            # stream to save a quarter of base64's bytes; declining it is always allowed.
-            compression=None,
-            logger=quiet_logger("pstream.websockets"),
             reuse_port=reuse_port or None,
         )
         sockets = list(self._server.sockets)
         if sockets:
             self.port = sockets[0].getsockname()[1]
+
+    def _new_link(self) -> PlivoLink:
+        # No pings (Plivo does not answer them reliably; TCP tells us of drops), no
+        # permessage-deflate (an inflate per 20 ms frame and a zlib context per stream to save a
+        # quarter of base64's bytes), and open_timeout bounds a peer that never finishes its
+        # request.
+        link = PlivoLink(
+            path=self.config.path,
+            route=self.routes.route,
+            on_open=self._opened,
+            open_timeout=self.config.start_timeout,
+            max_size=WEBSOCKET_MAX_SIZE,
+            close_timeout=CLOSE_TIMEOUT,
+            logger=self._ws_logger,
+        )
+        self._links.add(link)
+        link.closed.add_done_callback(lambda _: self._links.discard(link))
+        return link
 
     async def close(self) -> None:
         """Close every stream (files finalized) and stop listening.
@@ -211,14 +218,29 @@ class StreamServer:
         close timeout once, not once per stream after it.
         """
         deadline = time.monotonic() + SHUTDOWN_SECONDS
-        await asyncio.gather(*(self._close_one(live) for live in list(self.streams.values())))
         if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                remaining = max(0.0, deadline - time.monotonic())
-                await asyncio.wait_for(self._server.wait_closed(), remaining)
+            self._server.close()  # no new connections
+        lives = list(self.streams.values())
+        mine = {live.ws for live in lives}
+        for link in list(self._links):
+            if link.opening:  # a request not yet answered: dropped (it was not a stream yet)
+                link.abort()
+        others = [link for link in self._links if link not in mine and link.is_open]
+        await asyncio.gather(
+            *(self._close_one(live) for live in lives),
+            *(self._close_link(link) for link in others),
+        )
+        if self._sessions:
+            remaining = max(0.0, deadline - time.monotonic())
+            await asyncio.wait(list(self._sessions), timeout=remaining)
+        for link in list(self._links):  # whatever is left at the deadline
+            link.abort()
         for live in list(self.streams.values()):
             live.finish()
+
+    async def _close_link(self, link: PlivoLink) -> None:
+        with contextlib.suppress(Exception):
+            await link.close(GOING_AWAY, "server shutting down")
 
     async def _close_one(self, live: LiveStream) -> None:
         await live.stop_players()
@@ -280,19 +302,18 @@ class StreamServer:
 
     # ------------------------------------------------------------ connections
 
-    async def _process_request(
-        self, connection: ServerConnection, request: Request
-    ) -> Response | None:
-        if target_path(request.path) == self.config.path:
-            return None  # the WebSocket upgrade proceeds
-        response = await self.routes.route(from_websockets_request(request, remote_of(connection)))
-        return to_websockets_response(response or HttpResponse(404, "not found\n"))
+    def _opened(self, link: PlivoLink) -> None:
+        task = asyncio.get_running_loop().create_task(self._session(link))
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _session(self, ws: PlivoLink) -> None:
+        """An open WebSocket: the signature gate, then the stream until it closes."""
         conn_id = self.registry.next_name()
-        remote = remote_of(ws)
-        headers = {k.lower(): v for k, v in ws.request.headers.raw_items()} if ws.request else {}
-        target = ws.request.path if ws.request else self.config.path
+        remote = ws.remote
+        request = ws.request
+        headers = {k.lower(): v for k, v in request.headers.raw_items()} if request else {}
+        target = request.path if request else self.config.path
         ok, why = await self.gate.check("GET", target, headers)
         if not ok:
             self._count_refusal()
@@ -308,21 +329,23 @@ class StreamServer:
         self.publish(
             note_record("connected", t=time.time(), stream=conn_id, remote=remote, auth=why)
         )
-        await live.serve()
+        try:
+            await live.serve()
+        finally:
+            if ws.is_open:  # the stream ended with the connection open (as a handler returns)
+                await ws.close(1000, "")
 
 
-def remote_of(connection: ServerConnection) -> str:
-    """`host:port` of a connection's peer (for logs and feed records)."""
+def remote_of(connection: PlivoLink | ServerConnection) -> str:
+    """`host:port` of a connection's peer (for logs and feed records; control's too)."""
     address = connection.remote_address
     if isinstance(address, tuple) and len(address) >= 2:
         return f"{address[0]}:{address[1]}"
     return str(address or "")
 
 
-def quiet_logger(name: str) -> Any:
+def quiet_logger(name: str) -> logging.Logger:
     """A logger that keeps websockets' own messages off the terminal (pstream reports itself)."""
-    import logging
-
     logger = logging.getLogger(name)
     logger.setLevel(logging.CRITICAL)
     logger.propagate = False

@@ -7,9 +7,12 @@ signed with the auth token for that URL as Plivo would sign it, the other reques
 passed on) and forwards every message both ways, unchanged and in order: a received message
 goes to the bot before pstream looks at it, a bot message goes to Plivo before pstream looks
 at it. What Plivo sends while the bot's upgrade is under way waits, in order, and goes first.
-The bot's side is an `upstreamlink.UpstreamLink` (websockets' sans-I/O protocol, one write per
-message); its messages reach Plivo through an ordered outbox, and a bot that outruns Plivo is
-paused, as a slow bot pauses reading Plivo: memory stays bounded both ways.
+Both sides are `wslink.WebSocketLink`s (websockets' sans-I/O protocol on asyncio `Protocol`s:
+Plivo's a `plivolink.PlivoLink`, the bot's an `upstreamlink.UpstreamLink`), which hand over
+the messages of each socket read together: all of them are framed and written to the other
+side in one write before pstream looks at any. A side whose peer reads slower than the other
+side sends stops being read until its peer's socket drains (a slow bot pauses reading Plivo, a
+slow Plivo pauses reading the bot): memory stays bounded both ways, the loop never blocks.
 
 Looking at it is everything `serve` does: the caller's frames are recorded and published as
 always; the bot's `playAudio`/`checkpoint`/`clearAudio` are recorded, captured and published
@@ -32,17 +35,17 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.livestream import LiveStream
 from plivo_stream_cli.adapters.simulator import SPEECH_DBFS
-from plivo_stream_cli.adapters.upstreamlink import Message, UpstreamLink, open_link
+from plivo_stream_cli.adapters.upstreamlink import UpstreamLink, open_link
+from plivo_stream_cli.adapters.wslink import Message, Receiver
 from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.events import (
     Checkpoint,
@@ -60,11 +63,11 @@ from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, sign_head
 from plivo_stream_cli.turns import TurnLog, latency_line
 
 if TYPE_CHECKING:
+    from plivo_stream_cli.adapters.plivolink import PlivoLink
     from plivo_stream_cli.adapters.server import StreamServer
 
 UPSTREAM_FAILED = 1011  # "internal error": the service behind serve could not be reached
 MAX_WAITING = 2000  # messages held while the bot's upgrade is under way (40 s of frames)
-MAX_OUTBOX = 256  # the bot's messages not yet written to Plivo: then the bot is not read
 UPSTREAM_MAX_SIZE = 1024 * 1024
 # Request headers that belong to one hop (websockets writes its own) or that serve replaces.
 _NOT_FORWARDED = frozenset(
@@ -159,13 +162,13 @@ async def open_upstream(
     headers: list[tuple[str, str]],
     user_agent: str | None,
     timeout: float,
-    on_message: Callable[[Message], None],
+    on_messages: Receiver,
 ) -> UpstreamLink:
     """The bot's WebSocket, or `UpstreamError` saying in one line why not."""
     try:
         return await open_link(
             url,
-            on_message,
+            on_messages,
             headers=headers,
             user_agent=user_agent,
             timeout=timeout,
@@ -201,19 +204,15 @@ def close_args(code: int | None, reason: str | None, lost: str) -> tuple[int, st
 class TapStream(LiveStream):
     """A stream whose bot is the upstream WebSocket: forwarded both ways, observed on the way."""
 
-    def __init__(self, server: StreamServer, ws: ServerConnection, conn_id: str) -> None:
+    def __init__(self, server: StreamServer, ws: PlivoLink, conn_id: str) -> None:
         super().__init__(server, ws, conn_id)
-        self.relay = self._relay
         self.upstream: UpstreamLink | None = None
         self.upstream_state = "connecting"
         self.turns: TurnLog | None = None
         self._waiting: deque[str | bytes] | None = deque()
         self._waiting_dropped = 0
         self._injected: Counter[str] = Counter()  # checkpoint names pstream sent
-        self._pump: asyncio.Task[None] | None = None
-        self._outbox: deque[Message] = deque()  # the bot's messages, in order, for Plivo
-        self._outbox_ready = asyncio.Event()
-        self._reading_paused = False
+        self._watch: asyncio.Task[None] | None = None
         request = ws.request
         target = request.path if request is not None else server.config.path
         assert server.config.upstream is not None
@@ -231,22 +230,48 @@ class TapStream(LiveStream):
 
     # ------------------------------------------------------------ Plivo -> bot
 
-    async def _relay(self, message: str | bytes) -> None:
-        """Pass one of Plivo's messages to the bot (called before serve looks at it)."""
-        if self._injected and isinstance(message, str) and self._answers_injected(message):
-            return
+    def on_messages(self, batch: list[Message]) -> Awaitable[None] | None:
+        """Plivo's messages of one read: all to the bot first, then serve looks at them."""
+        drained = self._relay(batch)
+        pending = super().on_messages(batch)
+        if drained is None:
+            return pending
+        if pending is None:
+            return drained
+        return self._both(pending, drained)
+
+    @staticmethod
+    async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
+        await first
+        await second
+
+    def _relay(self, batch: list[Message]) -> Awaitable[None] | None:
+        """Pass Plivo's messages to the bot; an awaitable while the bot reads slower."""
+        if self._injected:
+            batch = [m for m in batch if not (isinstance(m, str) and self._answers_injected(m))]
         upstream = self.upstream
         if upstream is None:
             waiting = self._waiting
             if waiting is None:
-                return  # the bot is gone; the stream is closing
-            if len(waiting) < MAX_WAITING:
-                waiting.append(message)
-            else:
-                self._waiting_dropped += 1
-            return
-        if not upstream.send(message):  # the bot reads slower than Plivo sends
-            await upstream.drained()
+                return None  # the bot is gone; the stream is closing
+            for message in batch:
+                if len(waiting) < MAX_WAITING:
+                    waiting.append(message)
+                else:
+                    self._waiting_dropped += 1
+            return None
+        try:
+            if upstream.send_many(batch):
+                return None
+        except ConnectionClosed:
+            return None  # the bot closed: `_watch_bot` closes Plivo's side in turn
+        return self._bot_drained(upstream)
+
+    async def _bot_drained(self, upstream: UpstreamLink) -> None:
+        """Until the bot's socket drains, or either side is gone."""
+        drained = asyncio.ensure_future(upstream.drained())
+        await asyncio.wait([drained, self.ws.closed], return_when=asyncio.FIRST_COMPLETED)
+        drained.cancel()
 
     def _answers_injected(self, message: str) -> bool:
         if "played" not in message:
@@ -270,12 +295,10 @@ class TapStream(LiveStream):
         config = self.server.config
         request = self.ws.request
         raw = list(request.headers.raw_items()) if request is not None else []
-        from plivo_stream_cli.adapters.server import remote_of
-
         headers = forwarded_headers(
             raw,
             url=self.upstream_target,
-            remote=remote_of(self.ws),
+            remote=self.ws.remote,
             auth_token=config.auth_token,
             public_url=config.public_url,
         )
@@ -290,8 +313,8 @@ class TapStream(LiveStream):
             return
         waiting = self._waiting
         assert waiting is not None
-        while waiting:  # in order, and before anything newer
-            upstream.send(waiting.popleft())
+        with contextlib.suppress(ConnectionClosed):  # in order, and before anything newer
+            upstream.send_many(waiting)
         self._waiting = None
         self.upstream = upstream
         self.upstream_state = "connected"
@@ -301,7 +324,7 @@ class TapStream(LiveStream):
                 "was under way"
             )
         self._note("connected", took_ms=round((time.monotonic() - began) * 1000, 1))
-        self._pump = asyncio.get_running_loop().create_task(self._pump_bot(upstream))
+        self._watch = asyncio.get_running_loop().create_task(self._watch_bot(upstream))
 
     async def _unreachable(self, reason: str) -> None:
         self._waiting = None
@@ -323,35 +346,26 @@ class TapStream(LiveStream):
 
     # ------------------------------------------------------------ bot -> Plivo
 
-    def _from_bot(self, message: Message) -> None:
-        """A message from the bot (called by the link as it arrives)."""
-        outbox = self._outbox
-        outbox.append(message)
-        self._outbox_ready.set()
-        if len(outbox) >= MAX_OUTBOX and not self._reading_paused and self.upstream is not None:
-            self._reading_paused = True
-            self.upstream.pause()
+    def _from_bot(self, batch: list[Message]) -> Awaitable[None] | None:
+        """The bot's messages of one read (called by its link): to Plivo, then looked at.
 
-    async def _pump_bot(self, upstream: UpstreamLink) -> None:
-        """Write the bot's messages to Plivo in order, then look at them; close as the bot did."""
-        ws, outbox, ready = self.ws, self._outbox, self._outbox_ready
-        upstream.closed.add_done_callback(lambda _: ready.set())
-        while True:
-            while outbox:
-                message = outbox.popleft()
-                try:
-                    await ws.send(message)
-                except ConnectionClosed:
-                    return  # Plivo's side closed: `serve` closes the bot's in turn
-                self._observe(message)
-            if self._reading_paused:
-                self._reading_paused = False
-                upstream.resume()
-            if upstream.closed.done():
-                break
-            ready.clear()
-            await ready.wait()
-        if ws.close_code is not None:
+        While Plivo reads slower than the bot sends, the awaitable returned keeps the bot's
+        link from reading (and holds what it read) until Plivo's socket drains.
+        """
+        ws = self.ws
+        try:
+            writable = ws.send_many(batch)
+        except ConnectionClosed:
+            return None  # Plivo's side closed: `serve` closes the bot's in turn
+        for message in batch:
+            self._observe(message)
+        return None if writable else ws.drained()
+
+    async def _watch_bot(self, upstream: UpstreamLink) -> None:
+        """Once the bot's side is closed (and all it sent passed on), close Plivo's the same way."""
+        await upstream.finished()
+        ws = self.ws
+        if ws.close_code is not None or not ws.is_open:
             return
         code, reason = close_args(upstream.close_code, upstream.close_reason, "bot went away")
         self.upstream_state = f"closed by the bot ({upstream.close_code or 'no code'})"
@@ -470,14 +484,14 @@ class TapStream(LiveStream):
 
     async def _close_upstream(self) -> None:
         upstream = self.upstream
-        pump = self._pump
+        watch = self._watch
         if upstream is not None and not upstream.closed.done():
             code, reason = close_args(self.ws.close_code, self.ws.close_reason, "caller went away")
             with contextlib.suppress(Exception):
                 await upstream.close(code, reason)
-        if pump is not None:
+        if watch is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(pump, 5)
+                await asyncio.wait_for(watch, 5)
 
     def closing_fields(self) -> dict[str, Any]:
         turns = self.turns

@@ -1,28 +1,23 @@
 """Plain HTTP on the stream server's own port: `/healthz`, the Answer URL and status callbacks.
 
 Plivo needs the Answer URL and the stream on one public host (one tunnel), so HTTP shares the
-WebSocket port; `Routes` answers the requests. websockets only parses GET requests without a
-body, so `WebhookConnection` (a `ServerConnection` subclass, through `serve`'s documented
-`create_connection`) looks at the first request of each connection: GET goes to websockets as
-usual (plain GETs reach the routes through `process_request`), anything else (Plivo POSTs
-form-encoded webhooks) is read and answered here.
+WebSocket port; `Routes` answers the requests. `plivolink.PlivoLink` reads each connection's
+first request (GETs through websockets' parser, other methods with `parse_head` and
+`ChunkedBody` here) and hands every request that is not the stream's upgrade to `Routes.route`
+as an `HttpRequest`; the `HttpResponse` goes back `serialize`d, and the connection closes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 
 from plivo_stream_cli.feed import Record, note_record
 from plivo_stream_cli.signature import valid_host
@@ -81,19 +76,6 @@ def target_path(target: str) -> str:
         return target.partition("?")[0].partition("#")[0]
 
 
-def to_websockets_response(response: HttpResponse) -> Response:
-    """An `HttpResponse` as websockets' `Response` (for GETs answered in process_request)."""
-    body = response.body.encode()
-    headers = Headers()
-    headers["Content-Type"] = response.content_type
-    headers["Content-Length"] = str(len(body))
-    headers["Connection"] = "close"
-    for key, value in response.headers.items():
-        headers[key] = value
-    status = HTTPStatus(response.status)
-    return Response(status.value, status.phrase, headers, body)
-
-
 def from_websockets_request(request: Request, remote: str) -> HttpRequest:
     headers = {k.lower(): v for k, v in request.headers.raw_items()}
     method = getattr(request, "method", "GET")  # websockets < 14 has no Request.method
@@ -111,115 +93,6 @@ def serialize(response: HttpResponse) -> bytes:
         *(f"{k}: {v}" for k, v in response.headers.items()),
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def make_connection_class(
-    router: Route, base: type[ServerConnection] = ServerConnection
-) -> type[ServerConnection]:
-    """A websockets `ServerConnection` (`base`) that answers non-GET requests with `router`."""
-
-    class WebhookConnection(base):  # type: ignore[valid-type,misc]
-        _sniffing = True
-        _buffer = b""
-        _head: tuple[str, str, dict[str, str]] | None = None
-        _webhook_task: asyncio.Task[None] | None = None
-        _transport: asyncio.Transport | None = None
-
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            # a stream transport (uvloop's is not an asyncio.Transport subclass, only alike)
-            self._transport = cast(asyncio.Transport, transport)  # kept to answer webhooks
-            super().connection_made(transport)
-
-        _chunks: ChunkedBody | None = None
-
-        def data_received(self, data: bytes) -> None:
-            if not self._sniffing:
-                super().data_received(data)
-                return
-            self._buffer += data
-            if self._head is None:
-                end = self._buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._buffer) > MAX_HEAD_BYTES:
-                        self._reply(HttpResponse(431, "request head too large\n"))
-                    return
-                method = self._buffer.split(b" ", 1)[0]
-                if method == b"GET":
-                    self._sniffing = False
-                    # Every later read (each frame of a stream) goes straight to websockets.
-                    self.data_received = super().data_received  # type: ignore[method-assign]
-                    buffered, self._buffer = self._buffer, b""
-                    super().data_received(buffered)
-                    return
-                self._head = _parse_head(self._buffer[:end])
-                self._buffer = self._buffer[end + 4 :]
-            self._maybe_dispatch()
-
-        def _maybe_dispatch(self) -> None:
-            assert self._head is not None
-            method, target, headers = self._head
-            if "transfer-encoding" in headers:
-                body = self._chunked_body(headers)
-                if body is None:
-                    return
-            else:
-                try:
-                    length = int(headers.get("content-length", "0"))
-                except ValueError:
-                    length = -1
-                if length < 0 or length > MAX_BODY_BYTES:
-                    self._reply(HttpResponse(413, "bad or too large Content-Length\n"))
-                    return
-                if len(self._buffer) < length:
-                    return
-                body, self._buffer = self._buffer[:length], b""
-            self._sniffing = False
-            self._head = None
-            assert self._transport is not None
-            peer = self._transport.get_extra_info("peername")
-            remote = f"{peer[0]}:{peer[1]}" if peer else ""
-            request = HttpRequest(method, target, headers, body, remote)
-            # held here so the task is not garbage-collected mid-flight (works on every websockets)
-            self._webhook_task = asyncio.get_running_loop().create_task(self._answer(request))
-
-        def _chunked_body(self, headers: dict[str, str]) -> bytes | None:
-            """The body of a chunked request once complete (None: not yet, or refused)."""
-            if self._chunks is None:
-                if headers["transfer-encoding"].strip().lower() != "chunked":
-                    self._reply(HttpResponse(501, "only chunked Transfer-Encoding is supported\n"))
-                    return None
-                if "content-length" in headers:  # ambiguous framing: how requests are smuggled
-                    self._reply(HttpResponse(400, "both Content-Length and Transfer-Encoding\n"))
-                    return None
-                self._chunks = ChunkedBody(MAX_BODY_BYTES)
-            data, self._buffer = self._buffer, b""
-            try:
-                if not self._chunks.feed(data):
-                    return None
-            except BodyTooLarge:
-                self._reply(HttpResponse(413, "request body too large\n"))
-                return None
-            except ValueError as exc:
-                self._reply(HttpResponse(400, f"bad chunked body: {exc}\n"))
-                return None
-            return bytes(self._chunks.body)
-
-        async def _answer(self, request: HttpRequest) -> None:
-            try:
-                response = await router(request)
-            except Exception as exc:  # a bug in a route must not kill the server
-                response = HttpResponse(500, f"internal error: {type(exc).__name__}\n")
-            self._reply(response or HttpResponse(404, "not found\n"))
-
-        def _reply(self, response: HttpResponse) -> None:
-            self._sniffing = False
-            if self._transport is None:
-                return
-            with contextlib.suppress(Exception):
-                self._transport.write(serialize(response))
-                self._transport.close()
-
-    return WebhookConnection
 
 
 class BodyTooLarge(ValueError):
@@ -294,7 +167,7 @@ class ChunkedBody:
         self._left, self._state = size, "data"
 
 
-def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+def parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     method = parts[0] if parts else ""

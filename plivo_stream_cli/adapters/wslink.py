@@ -1,0 +1,319 @@
+"""A WebSocket on an asyncio `Protocol`, driven by websockets' sans-I/O protocol: both links' core.
+
+I/O. serve and the tap forward or handle every message, so per-message overhead is what they
+cost: websockets' asyncio connection spends a future, a task switch and its message assembler
+per received message and an async context and a drain per sent one. Here bytes go from the
+socket to the sans-I/O protocol (public API: `receive_data`, `events_received`, `send_text`,
+`data_to_send`...), which still does masking, size checks, ping answers and the closing
+handshake; complete messages (fragments joined, text checked as UTF-8: 1007) are handed to a
+callback, all those of one socket read in one list, and a message sent is framed and written in
+one call. `plivolink` (serve's side: Plivo connects to it) and `upstreamlink` (the tap's side
+to the bot) add their handshakes.
+
+Ordering and holds: the callback may return an awaitable when handling a message must wait (a
+recorder opened in a thread, a peer's socket to drain). Reading then pauses and later messages
+are held, in order, until it is done; none is dropped or reordered. Backpressure on sends:
+`send` returns False once the socket's write buffer is over its high-water mark, and
+`drained()` waits until asyncio says it is writable again; a peer that reads slowly pauses its
+writers, never the loop, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import cast
+
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, State
+
+Message = str | bytes
+# Called with the complete messages of one socket read, in order; an awaitable it returns
+# holds every later message (and pauses reading) until it is done.
+Receiver = Callable[[list[Message]], Awaitable[None] | None]
+CLOSE_TIMEOUT = 5.0
+INTERNAL_ERROR = 1011
+
+
+class WebSocketLink(asyncio.Protocol):
+    """One WebSocket connection: the sans-I/O protocol `ws` on an asyncio transport."""
+
+    def __init__(
+        self,
+        ws: Protocol,
+        on_messages: Receiver | None,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
+        write_limit: int | None = None,
+    ) -> None:
+        self.ws = ws
+        self.on_messages = on_messages  # None: messages are held until `attach`
+        self.close_timeout = close_timeout
+        self.write_limit = write_limit
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.closed: asyncio.Future[None] = loop.create_future()  # the TCP connection is gone
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._parts: list[bytes] = []
+        self._opcode = Opcode.TEXT
+        self._held: deque[list[Message]] = deque()
+        self._holding = on_messages is None
+        self._idle = asyncio.Event()  # no message being handled or held
+        self._idle.set()
+        self._release_task: asyncio.Task[None] | None = None
+        self._close_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a stream transport (uvloop's is not an asyncio.Transport subclass, only alike)
+        self.transport = stream = cast(asyncio.Transport, transport)
+        if self.write_limit is not None:
+            stream.set_write_buffer_limits(high=self.write_limit)
+        if self._holding:
+            stream.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        ws = self.ws
+        ws.receive_data(data)
+        self._handle(ws.events_received())
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        self.ws.receive_eof()
+        self._handle(self.ws.events_received())
+        self._flush()
+        return None  # never written to after EOF: the closing handshake is over or moot
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ws.receive_eof()
+        self._can_write.set()
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # ------------------------------------------------------------ receiving
+
+    def _handle(self, events: Iterable[object]) -> None:
+        """Frames to messages; messages to the receiver (or held); other events to `_event`."""
+        batch: list[Message] = []
+        for event in events:
+            if isinstance(event, Frame):
+                opcode = event.opcode
+                if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+                    if not event.fin:
+                        self._opcode, self._parts = opcode, [bytes(event.data)]
+                        continue
+                    data = bytes(event.data)
+                elif opcode is Opcode.CONT:
+                    self._parts.append(bytes(event.data))
+                    if not event.fin:
+                        continue
+                    opcode, data, self._parts = self._opcode, b"".join(self._parts), []
+                else:
+                    continue  # ping, pong and close: the protocol answers them
+                if opcode is Opcode.BINARY:
+                    batch.append(data)
+                    continue
+                try:
+                    batch.append(data.decode())
+                except UnicodeDecodeError:
+                    self.ws.fail(1007, "invalid UTF-8 in a text frame")
+                    break  # nothing after it is a message
+            else:
+                self._event(event)
+        if batch:
+            self._deliver(batch)
+
+    def _event(self, event: object) -> None:
+        """A handshake event (Request or Response): the subclass's."""
+
+    def _deliver(self, batch: list[Message]) -> None:
+        if self._holding:
+            self._held.append(batch)
+            if self.transport is not None:
+                self.transport.pause_reading()  # a bounded hold: one read's worth at most
+            return
+        receiver = self.on_messages
+        assert receiver is not None
+        try:
+            pending = receiver(batch)
+        except Exception:
+            self._internal_error()
+            raise
+        if pending is not None:
+            self._hold(pending)
+
+    def _hold(self, pending: Awaitable[None] | None) -> None:
+        self._holding = True
+        self._idle.clear()
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._release_task = self.loop.create_task(self._release(pending))
+
+    async def _release(self, pending: Awaitable[None] | None) -> None:
+        """Finish what is pending, then hand over the held messages in order; then read on."""
+        try:
+            if pending is not None:
+                await pending
+            while self._held:
+                receiver = self.on_messages
+                assert receiver is not None
+                pending = receiver(self._held.popleft())
+                if pending is not None:
+                    await pending
+        except Exception:
+            self._internal_error()
+            raise
+        finally:
+            self._holding = False
+            self._idle.set()
+            self._release_task = None
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+
+    def _internal_error(self) -> None:
+        """A receiver that raised: the connection cannot go on (like a handler that failed)."""
+        self._held.clear()
+        if self.ws.state is State.OPEN:
+            self.ws.fail(INTERNAL_ERROR, "internal error")
+            self._flush()
+
+    def attach(self, on_messages: Receiver) -> None:
+        """Start handing messages to `on_messages` (those held until now first)."""
+        self.on_messages = on_messages
+        if self._held:
+            self._hold(None)
+            return
+        self._holding = False
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    async def finished(self) -> None:
+        """Wait until the connection is gone and every message it brought was handled."""
+        await asyncio.shield(self.closed)
+        await self._idle.wait()
+
+    def pause(self) -> None:
+        """Stop reading this peer (its messages wait in the kernel)."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing() and not self._holding:
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws.state is State.OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once the connection is closed (None before, as websockets has it)."""
+        return self.ws.close_code if self.ws.state is State.CLOSED else None
+
+    @property
+    def close_reason(self) -> str | None:
+        return self.ws.close_reason if self.ws.state is State.CLOSED else None
+
+    @property
+    def remote_address(self) -> object:
+        return self.transport.get_extra_info("peername") if self.transport else None
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, message: Message) -> bool:
+        """Frame and write one message; False while the socket's buffer is over its mark.
+
+        Raises `ConnectionClosed` once the connection is closing or closed.
+        """
+        ws = self.ws
+        if ws.state is not State.OPEN:
+            raise ws.close_exc
+        if isinstance(message, str):
+            ws.send_text(message.encode())
+        else:
+            ws.send_binary(message)
+        self._flush()
+        return self._can_write.is_set()
+
+    def send_many(self, messages: Iterable[Message]) -> bool:
+        """Frame several messages and write them in one go; like `send` otherwise."""
+        ws = self.ws
+        if ws.state is not State.OPEN:
+            raise ws.close_exc
+        for message in messages:
+            if isinstance(message, str):
+                ws.send_text(message.encode())
+            else:
+                ws.send_binary(message)
+        self._flush()
+        return self._can_write.is_set()
+
+    @property
+    def writable(self) -> bool:
+        return self._can_write.is_set()
+
+    async def drained(self) -> None:
+        """Wait until the write buffer is under its low-water mark (or the connection is gone)."""
+        await self._can_write.wait()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """The closing handshake (bounded by `close_timeout`), then the socket is closed."""
+        if self.ws.state is State.OPEN:
+            self.ws.send_close(code, reason)
+            self._flush()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), self.close_timeout)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        ws = self.ws
+        data = ws.data_to_send()
+        if not data:
+            return
+        if len(data) == 1 and data[0]:
+            transport.write(data[0])
+        else:  # several frames: one write (one system call), as `send_many` promises
+            parts: list[bytes] = []
+            for chunk in data:
+                if chunk:
+                    parts.append(chunk)
+                    continue
+                if parts:
+                    transport.write(b"".join(parts))
+                    parts = []
+                if transport.can_write_eof():  # b"": the end of what this side sends
+                    transport.write_eof()
+            if parts:
+                transport.write(b"".join(parts))
+        if ws.close_expected() and self._close_timer is None:
+            # The peer should close the TCP connection now; one that does not is cut off.
+            self._close_timer = self.loop.call_later(self.close_timeout, transport.abort)
+
+
+__all__ = ["CLOSE_TIMEOUT", "ConnectionClosed", "Message", "Receiver", "WebSocketLink"]
