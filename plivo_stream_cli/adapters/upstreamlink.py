@@ -24,6 +24,7 @@ import contextlib
 import functools
 import importlib
 import ssl
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -66,6 +67,7 @@ class ClientLink(asyncio.Protocol):
         self._opcode = Opcode.TEXT
         self._request_headers: list[tuple[str, str]] = []
         self._user_agent: str | None = None
+        self.connect_s: float | None = None  # from the connect to the upgrade's answer
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -410,8 +412,10 @@ async def open_link(
             )
         await link.opened
 
+    began = time.monotonic()
     try:
         await asyncio.wait_for(upgrade(), timeout)
+        link.connect_s = time.monotonic() - began
     except BaseException:
         if link.transport is not None:
             link.transport.abort()
