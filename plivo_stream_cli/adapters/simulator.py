@@ -135,7 +135,10 @@ class Pacer:
         while heap and heap[0][0] <= now:
             due.append(heapq.heappop(heap)[2])
         for callback in due:  # a callback that re-arms in the past runs at the next wake:
-            callback()  # a late call catches up without starving the loop's I/O
+            try:  # a late call catches up without starving the loop's I/O
+                callback()
+            except Exception as exc:  # one call's bug must not stop the others' clocks
+                self.loop.call_exception_handler({"message": "pacer callback", "exception": exc})
         self._arm()
 
 
@@ -170,7 +173,10 @@ class PlivoCall:
         self.last_media = 0.0  # when the last caller frame was sent
         self._pending_clears = 0
         self._generation = 0  # counts clears, so a frame cut short confirms nothing
-        self._wake = asyncio.Event()  # audio or a checkpoint arrived
+        # playback (`play_out`), on the pacer too
+        self._play_on = self._playing = self._kick_due = False
+        self._play_began, self._play_ticks, self._play_generation = 0.0, 0, 0
+        self._play_reached: list[str] = []
         self._pacer = Pacer.of(asyncio.get_running_loop())
         self._feed: Feed | None = None
         self._streamed: asyncio.Future[None] | None = None
@@ -360,8 +366,8 @@ class PlivoCall:
         elif isinstance(event, Checkpoint):
             self.report.checkpoints_received.append(event.name)
             self.queue.add_checkpoint(event.name)
-            self._wake.set()
             self.mark("checkpoint", event.name)
+            self._arrived()
         elif isinstance(event, ClearAudio):
             self.report.clears += 1
             dropped = self.queue.clear()
@@ -388,8 +394,8 @@ class PlivoCall:
         self.report.play_messages += 1
         self.report.received_audio += event.payload
         self.queue.add_audio(event.payload)
-        self._wake.set()
         self.mark("play", nbytes=len(event.payload))
+        self._arrived()
 
     def _violation(self, message: str) -> None:
         self.report.violations.append(message)
@@ -403,28 +409,59 @@ class PlivoCall:
                 self.post(cleared.to_json())
 
     async def play_out(self) -> None:
-        """Play the queue at the caller's pace and confirm each checkpoint as its audio ends.
+        """Play the queue at the caller's pace and confirm each checkpoint as its audio ends,
+        until cancelled.
 
         Like Plivo, playback starts as soon as audio arrives at an idle queue and runs one
         frame per 20 ms (scaled by speed) while audio is queued; a checkpoint is confirmed when
-        the frame holding the end of the audio before it has finished playing.
+        the frame holding the end of the audio before it has finished playing. The frames are
+        played by the shared `Pacer` (`_play_tick`), not by this task.
         """
-        frame = self.fmt.frame_bytes()
-        while True:
-            self._confirm(self.queue.play(0)[1])  # nothing left to play ahead of these
-            if not self.queue.queued_bytes:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            began, ticks = self.now(), 0
-            while self.queue.queued_bytes:
-                generation = self._generation
-                played, reached = self.queue.play(frame)
-                self.report.played_audio += played
-                ticks += 1
-                await self.sleep_until(began + ticks * self.interval)
-                if generation == self._generation:  # a clear meanwhile drops these
-                    self._confirm(reached)
+        self._play_on = True
+        try:
+            self._kick()
+            await asyncio.get_running_loop().create_future()  # until converse cancels it
+        finally:
+            self._play_on = False
+
+    def _arrived(self) -> None:
+        """Audio or a checkpoint was queued: an idle player looks at the queue once the
+        messages that came with it are in (as a player task woken then would)."""
+        if self._play_on and not self._playing and not self._kick_due:
+            self._kick_due = True
+            asyncio.get_running_loop().call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_due = False
+        if not self._play_on or self._playing:
+            return
+        self._confirm(self.queue.play(0)[1])  # nothing left to play ahead of these
+        if self.queue.queued_bytes:
+            self._playing = True
+            self._play_began, self._play_ticks = self.now(), 0
+            self._play_frame()
+
+    def _play_frame(self) -> None:
+        self._play_generation = self._generation
+        played, self._play_reached = self.queue.play(self.fmt.frame_bytes())
+        self.report.played_audio += played
+        self._play_ticks += 1
+        due = self.t0 + self._play_began + self._play_ticks * self.interval
+        self._pacer.at(due, self._play_tick)
+
+    def _play_tick(self) -> None:
+        if not self._play_on:
+            self._playing = False
+            return
+        due = self._play_began + self._play_ticks * self.interval
+        self.report.pacing_late_ms.append(round((self.now() - due) * 1000, 2))
+        if self._play_generation == self._generation:  # a clear meanwhile drops these
+            self._confirm(self._play_reached)
+        if self.queue.queued_bytes:
+            self._play_frame()
+        else:
+            self._playing = False
+            self._kick()
 
     def _confirm(self, names: list[str]) -> None:
         for name in names:
