@@ -162,6 +162,15 @@ def run_bare(url: str, calls: int, clip: Path, taskset: str | None) -> dict[str,
     return {"cpu_s": cpu, "wall_s": wall, **doc}
 
 
+def cpus(text: str) -> set[int]:
+    """`taskset -c` syntax: `1`, `0,2`, `0-3`."""
+    chosen: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        chosen.update(range(int(low), int(high or low) + 1))
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200)
@@ -181,10 +190,11 @@ def main() -> None:
         print(json.dumps(asyncio.run(bare(args.bare, args.calls, args.clip))), flush=True)
         return
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "floor_server.py"), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-    )
+    serve = [sys.executable, str(HERE / "floor_server.py"), "--port", str(port)]
+    if args.taskset:  # the server on the other CPUs, so it never takes the generators' one
+        rest = sorted(set(range(os.cpu_count() or 1)) - cpus(args.taskset))
+        serve = ["taskset", "-c", ",".join(map(str, rest)), *serve] if rest else serve
+    server = subprocess.Popen(serve, stdout=subprocess.DEVNULL)
     url = f"ws://127.0.0.1:{port}/stream"
     names = ["simulate", "bare", *(["before"] if args.before else [])]
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}

@@ -188,7 +188,10 @@ class ClientLink(asyncio.Protocol):
             ws.send_text(message.encode())
         else:
             ws.send_binary(message)
-        self._flush()
+        transport = self.transport
+        if transport is not None:  # `_flush` without its closing checks: the socket is open
+            for data in ws.data_to_send():
+                transport.write(data)
         return self._can_write.is_set()
 
     async def drained(self) -> None:
