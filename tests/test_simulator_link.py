@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import ssl
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +214,45 @@ def test_many_calls_share_the_pacer_and_keep_their_own_deadlines(
     assert wakes < 800 / 2, wakes
     assert all(abs(t * 1000 - round(t * 1000)) < 1e-6 for t in starts)  # on the 1 ms grid
     assert len(set(starts)) > 1
+
+
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A self-signed certificate for 127.0.0.1 that the simulator trusts; the server's context."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    trusting = ssl.create_default_context(cafile=str(cert))
+    monkeypatch.setattr(upstreamlink, "_default_context", lambda: trusting)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    return server
+
+
+@pytest.mark.parametrize("through_proxy", [False, True])
+def test_wss_directly_and_through_an_http_proxy(
+    tls: ssl.SSLContext, proxy_env: pytest.MonkeyPatch, through_proxy: bool
+) -> None:
+    seen: list[str] = []
+    got: list[dict[str, Any]] = []
+
+    async def scenario() -> Any:
+        proxy, proxy_port = await connect_proxy(seen)
+        if through_proxy:
+            proxy_env.setenv("https_proxy", f"http://127.0.0.1:{proxy_port}")
+        async with proxy, serve(lambda ws: recorder(ws, got), "127.0.0.1", 0, ssl=tls) as bot:
+            port = next(iter(bot.sockets)).getsockname()[1]
+            config = SimulateConfig(url=f"wss://127.0.0.1:{port}/s", audio=b"\xff" * 320)
+            config.linger = 0
+            return await run_call(config)
+
+    report = run(scenario())
+    assert [m["event"] for m in got] == ["start", "media", "media"]
+    assert report.close_code == 1000
+    assert len(seen) == (1 if through_proxy else 0)

@@ -12,6 +12,12 @@ answers to the server); a *script* drives what the caller sends. `run_call` runs
 script of `simulate`; `replay` runs a capture-driven one through the same `open_stream` and
 `converse`.
 
+Built to be a load generator (hundreds of real-time calls from one core): each call's socket is
+an `upstreamlink.ClientLink` (websockets' sans-I/O `ClientProtocol` on an asyncio `Protocol`: a
+frame is framed and written in one synchronous call, messages from the server arrive by
+callback), and one `Pacer` per process sends every call's frames and plays every call's queue
+at their own absolute 20 ms deadlines, with one timer instead of a sleeping task per call.
+
 Usable as a library: `await run_call(SimulateConfig(url=...))` returns a `CallReport`.
 """
 
