@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from plivo_stream_cli.adapters import simulator, upstreamlink
 from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call, run_calls
 from plivo_stream_cli.errors import NetworkError
 from plivo_stream_cli.events import PlayAudio
-from plivo_stream_cli.formats import MULAW_8K
+from plivo_stream_cli.formats import L16_16K, MULAW_8K
 from tests.conftest import run
 
 
@@ -256,3 +257,50 @@ def test_wss_directly_and_through_an_http_proxy(
     assert [m["event"] for m in got] == ["start", "media", "media"]
     assert report.close_code == 1000
     assert len(seen) == (1 if through_proxy else 0)
+
+
+def test_a_server_that_stops_reading_loses_no_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server reads nothing for 0.6 s, through 4 KB socket buffers: the simulator's write
+    buffer fills (pause_writing), the next frames wait for it to drain, none is lost or
+    reordered, and the wait shows as pacing lateness."""
+    paused = 0
+    pause = upstreamlink.ClientLink.pause_writing
+
+    def counting(self: upstreamlink.ClientLink) -> None:
+        nonlocal paused
+        paused += 1
+        pause(self)
+
+    monkeypatch.setattr(upstreamlink.ClientLink, "pause_writing", counting)
+    made = upstreamlink.ClientLink.connection_made
+
+    def small_buffer(self: upstreamlink.ClientLink, transport: asyncio.BaseTransport) -> None:
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        made(self, transport)
+
+    monkeypatch.setattr(upstreamlink.ClientLink, "connection_made", small_buffer)
+    got: list[dict[str, Any]] = []
+
+    async def bot(ws: ServerConnection) -> None:
+        await asyncio.sleep(0.6)
+        await recorder(ws, got)
+
+    async def scenario() -> Any:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.0.1", 0))
+        async with serve(bot, sock=sock, max_queue=1) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            audio = b"\x01\x02" * 16000 * 20  # 20 s of L16 at 16 kHz: 1000 frames of 640 bytes
+            config = SimulateConfig(url=f"ws://127.0.0.1:{port}/s", audio=audio, speed=50)
+            config.media_format = L16_16K
+            config.linger = 0
+            return await run_call(config)
+
+    report = run(scenario())
+    assert paused > 0
+    media = [m for m in got if m["event"] == "media"]
+    assert len(media) == report.frames_sent == 1000
+    assert [m["sequenceNumber"] for m in got] == list(range(1, len(got) + 1))
+    assert [m["media"]["chunk"] for m in media] == list(range(1, 1001))
+    assert max(report.pacing_late_ms) > 100  # the frames that waited went late, and say so
