@@ -11,8 +11,10 @@ turns, each in a fresh process:
   else: no playback, no reading of what the server sends, no metrics.
 
 For each: process CPU (user + system, `os.wait4`, start-up and handshakes included) per frame
-sent, and the pacing lateness (how late each 20 ms deadline was met) p50/p99/max. The ratio is
-of the medians over `--repeat` rounds.
+sent, the pacing lateness (how late each 20 ms deadline was met) p50/p99/max, and how long the
+generator waited for a CPU while runnable (Linux schedstat: other processes had it), with the
+load average. The ratio is of the medians over `--repeat` rounds. With `--taskset` the server
+runs on the other CPUs.
 
     python benchmarks/simulate_bench.py --calls 200 --seconds 10 --repeat 3
     python benchmarks/simulate_bench.py --calls 400 --seconds 10 --taskset 1   # one core each
