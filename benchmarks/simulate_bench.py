@@ -11,8 +11,10 @@ turns, each in a fresh process:
   else: no playback, no reading of what the server sends, no metrics.
 
 For each: process CPU (user + system, `os.wait4`, start-up and handshakes included) per frame
-sent, and the pacing lateness (how late each 20 ms deadline was met) p50/p99/max. The ratio is
-of the medians over `--repeat` rounds.
+sent, the pacing lateness (how late each 20 ms deadline was met) p50/p99/max, and how long the
+generator waited for a CPU while runnable (Linux schedstat: other processes had it), with the
+load average. The ratio is of the medians over `--repeat` rounds. With `--taskset` the server
+runs on the other CPUs.
 
     python benchmarks/simulate_bench.py --calls 200 --seconds 10 --repeat 3
     python benchmarks/simulate_bench.py --calls 400 --seconds 10 --taskset 1   # one core each
@@ -133,13 +135,35 @@ def timed(
     with tempfile.TemporaryFile() as out:
         cwd = pythonpath or ROOT  # python -m imports from the working directory first
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        waited = 0.0
+        while True:  # poll, to read how long it waited for a CPU (/proc goes when it exits)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            waited = run_queue_wait(proc.pid, waited)
+            time.sleep(0.1)
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         text = out.read().decode()
     if proc.returncode not in (0, 8):
         raise RuntimeError(f"{command[:4]} exited {proc.returncode}")
+    WAITED[0] = waited
     return usage.ru_utime + usage.ru_stime, time.monotonic() - began, text
+
+
+WAITED = [0.0]  # the last run's seconds runnable but not running (another process had the CPU)
+
+
+def run_queue_wait(pid: int, last: float) -> float:
+    """Seconds `pid` (all its threads) has waited on a run queue (Linux schedstat)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        return (
+            sum(int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[1]) for t in tasks)
+            / 1e9
+        )
+    except (OSError, ValueError, IndexError):
+        return last
 
 
 def run_simulate(
@@ -162,6 +186,15 @@ def run_bare(url: str, calls: int, clip: Path, taskset: str | None) -> dict[str,
     return {"cpu_s": cpu, "wall_s": wall, **doc}
 
 
+def cpus(text: str) -> set[int]:
+    """`taskset -c` syntax: `1`, `0,2`, `0-3`."""
+    chosen: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        chosen.update(range(int(low), int(high or low) + 1))
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200)
@@ -181,10 +214,11 @@ def main() -> None:
         print(json.dumps(asyncio.run(bare(args.bare, args.calls, args.clip))), flush=True)
         return
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(HERE / "floor_server.py"), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-    )
+    serve = [sys.executable, str(HERE / "floor_server.py"), "--port", str(port)]
+    if args.taskset:  # the server on the other CPUs, so it never takes the generators' one
+        rest = sorted(set(range(os.cpu_count() or 1)) - cpus(args.taskset))
+        serve = ["taskset", "-c", ",".join(map(str, rest)), *serve] if rest else serve
+    server = subprocess.Popen(serve, stdout=subprocess.DEVNULL)
     url = f"ws://127.0.0.1:{port}/stream"
     names = ["simulate", "bare", *(["before"] if args.before else [])]
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
@@ -202,13 +236,16 @@ def main() -> None:
                         before = args.before if name == "before" else None
                         row = run_simulate(url, args.calls, clip, args.taskset, before)
                     row["us_per_frame"] = 1e6 * row["cpu_s"] / max(1, row["frames_sent"])
+                    row["cpu_wait_s"] = WAITED[0]
                     rows[name].append(row)
                     pace = row["pacing"] or {}
                     print(
                         f"{name:<9} {row['us_per_frame']:7.1f} us/frame  "
                         f"cpu {row['cpu_s']:6.2f} s  wall {row['wall_s']:6.2f} s  "
                         f"frames {row['frames_sent']}  late p50/p99/max ms "
-                        f"{pace.get('p50')}/{pace.get('p99')}/{pace.get('max')}",
+                        f"{pace.get('p50')}/{pace.get('p99')}/{pace.get('max')}  "
+                        f"waited for a CPU {row['cpu_wait_s']:.2f} s  "
+                        f"load {os.getloadavg()[0]:.2f}",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -224,6 +261,14 @@ def main() -> None:
     if args.before:
         print(
             f"before: {med['before']:.1f} us = {med['before'] / med['bare']:.2f} x the bare client"
+        )
+    for name, runs in rows.items():
+        p99 = statistics.median((r["pacing"] or {}).get("p99") or 0.0 for r in runs)
+        waits = statistics.median(r["cpu_wait_s"] for r in runs)
+        print(
+            f"{name}: pacing lateness p99 median {p99:.1f} ms over {len(runs)} runs "
+            f"(per run: {', '.join(str((r['pacing'] or {}).get('p99')) for r in runs)}); "
+            f"waited for a CPU {waits:.2f} s (median)"
         )
     if args.json:
         print(json.dumps({"ratio": ratio, "median_us": med, "runs": rows}))

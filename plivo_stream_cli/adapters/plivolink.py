@@ -88,8 +88,6 @@ class PlivoLink(WebSocketLink):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert self.transport is not None
-        self.transport.resume_reading()  # the first request is read here, not held
         self._open_timer = self.loop.call_later(self.open_timeout, self._open_expired)
 
     def data_received(self, data: bytes) -> None:

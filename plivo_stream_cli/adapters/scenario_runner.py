@@ -23,15 +23,15 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from plivo_stream_cli import codec, scenario, synth
+from plivo_stream_cli.adapters.clientlink import ClientLink
 from plivo_stream_cli.adapters.simulator import (
     SPEECH_DBFS,
     PlivoCall,
@@ -130,38 +130,41 @@ def add_mark(report: CallReport, t: float, kind: str, detail: str = "") -> None:
 class ImpairedCall(PlivoCall):
     """A `PlivoCall` whose bot-to-caller messages cross the down link first."""
 
-    def __init__(self, ws: ClientConnection, report: CallReport, down: Link | None) -> None:
+    def __init__(self, ws: ClientLink, report: CallReport, down: Link | None) -> None:
         super().__init__(ws, report)
         self.down = down
         self.frames_lost = 0
         # with an up link, the caller's script routes what Plivo sends (playedStream,
         # clearedAudio) through it too, so the bot sees those late as well
-        self.uplink: Callable[[str], Awaitable[None]] | None = None
+        self.uplink: Callable[[str], None] | None = None
+        self._inbox: asyncio.Queue[tuple[float, str | bytes] | None] = asyncio.Queue()
 
-    async def send(self, text: str) -> None:
+    def post(self, text: str) -> None:
         if self.uplink is not None:
-            await self.uplink(text)
+            self.uplink(text)
         else:
-            await super().send(text)
+            super().post(text)
 
-    async def send_now(self, text: str) -> None:
+    def send_now(self, text: str) -> None:
         """Put `text` on the socket now, whatever the links say."""
-        await super().send(text)
+        self.write(text)
+
+    def deliver(self, message: str | bytes) -> None:
+        if self.down is None:
+            super().deliver(message)
+        else:
+            self._inbox.put_nowait(self._cross(message))
 
     async def receive(self) -> None:
         if self.down is None:
             await super().receive()
             return
-        inbox: asyncio.Queue[tuple[float, str | bytes] | None] = asyncio.Queue()
-        deliver = asyncio.ensure_future(self._deliver(inbox))
+        deliver = asyncio.ensure_future(self._deliver(self._inbox))
         try:
-            async for message in self.ws:
-                arrival, message = self._cross(message)
-                inbox.put_nowait((arrival, message))
-        except ConnectionClosed:
-            pass
+            self.ws.listen(self.deliver)
+            await asyncio.shield(self.ws.closed)
         finally:
-            inbox.put_nowait(None)
+            self._inbox.put_nowait(None)
             with contextlib.suppress(Exception):
                 await deliver
             self.done.set()
@@ -172,8 +175,7 @@ class ImpairedCall(PlivoCall):
             delay = arrival - self.now()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self._on_message(message)
-            await self._flush_clear()
+            super().deliver(message)
 
     def _cross(self, message: str | bytes) -> tuple[float, str | bytes]:
         """A message's arrival after the down link; each 20 ms frame of a playAudio may be
@@ -224,7 +226,7 @@ class ScenarioCaller:
         if self.up is not None:
             self._sender = asyncio.ensure_future(self._send_in_order(call))
             if isinstance(call, ImpairedCall):
-                call.uplink = lambda text: self._signal(call, text)
+                call.uplink = lambda text: self._signal_now(call, text)
         try:
             start = Start(
                 c.call_id,
@@ -393,6 +395,12 @@ class ScenarioCaller:
         fate = self.up.send(call.now(), lossless=True) if self.up is not None else None
         await self._post(call, text, None if fate is None else fate.arrival)
 
+    def _signal_now(self, call: PlivoCall, text: str) -> None:
+        """`_signal` for what Plivo sends of its own accord (only while the up link is on)."""
+        assert self.up is not None
+        arrival = self.up.send(call.now(), lossless=True).arrival
+        self._outbox.put_nowait((call.now() if arrival is None else arrival, text))
+
     async def _post(self, call: PlivoCall, text: str, arrival: float | None) -> None:
         """Send now, or (impaired) hand to the sender, which sends it at `arrival`."""
         if arrival is None:
@@ -408,7 +416,7 @@ class ScenarioCaller:
                 await asyncio.sleep(delay)
             with contextlib.suppress(ConnectionClosed):
                 if isinstance(call, ImpairedCall):
-                    await call.send_now(text)
+                    call.send_now(text)
                 else:
                     await call.send(text)
 

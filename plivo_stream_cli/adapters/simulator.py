@@ -12,6 +12,12 @@ answers to the server); a *script* drives what the caller sends. `run_call` runs
 script of `simulate`; `replay` runs a capture-driven one through the same `open_stream` and
 `converse`.
 
+Built to be a load generator (hundreds of real-time calls from one core): each call's socket is
+a `clientlink.ClientLink` (websockets' sans-I/O `ClientProtocol` on an asyncio `Protocol`: a
+frame is framed and written in one synchronous call, messages from the server arrive by
+callback), and one `Pacer` per process sends every call's frames and plays every call's queue
+at their own absolute 20 ms deadlines, with one timer instead of a sleeping task per call.
+
 Usable as a library: `await run_call(SimulateConfig(url=...))` returns a `CallReport`.
 """
 
@@ -20,17 +26,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
+import heapq
+import itertools
+import math
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.http11 import USER_AGENT
+from websockets.protocol import Protocol
+from websockets.uri import parse_uri
 
 from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters.clientlink import ClientLink, open_link, proxy_for
 from plivo_stream_cli.callreport import POLICY_VIOLATION, CallReport, TimedEvent
 from plivo_stream_cli.errors import ConfigError, NetworkError, PstreamError, UsageError
 from plivo_stream_cli.events import (
@@ -79,22 +92,85 @@ class SimulateConfig:
     open_timeout: float = 10.0
 
 
+class Pacer:
+    """The process's one clock for paced frames: a single timer for every call on the loop.
+
+    One sleeping task per call cost a timer, a future and a task switch per frame (20,000 a
+    second at 400 calls). Here a call registers a callback for its next absolute deadline;
+    the timer wakes at the earliest one and runs every callback then due. Calls start their
+    line clocks on a `GRID` (1 ms) boundary, so the deadlines of all calls fall on at most 20
+    instants of a 20 ms period: at most 1,000 wakes a second, whatever the number of calls,
+    while the calls stay spread over the period (not all frames at one instant).
+    """
+
+    GRID = 0.001
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> Pacer:
+        pacer = _PACERS.get(loop)
+        if pacer is None:
+            pacer = _PACERS[loop] = cls(loop)
+        return pacer
+
+    def at(self, when: float, callback: Callable[[], None]) -> None:
+        """Run `callback` at `when` (time.monotonic()); at once, next wake, if already past."""
+        heapq.heappush(self._heap, (when, next(self._order), callback))
+        self._arm()
+
+    def _arm(self) -> None:
+        """The timer at the earliest deadline."""
+        heap = self._heap
+        if heap and heap[0][0] < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = heap[0][0]
+            delay = max(0.0, self._timer_at - time.monotonic())
+            self._timer = self.loop.call_later(delay, self._wake)
+
+    def _wake(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap, now = self._heap, time.monotonic()
+        due = []
+        while heap and heap[0][0] <= now:
+            due.append(heapq.heappop(heap)[2])
+        for callback in due:  # a callback that re-arms in the past runs at the next wake:
+            try:  # a late call catches up without starving the loop's I/O
+                callback()
+            except Exception as exc:  # one call's bug must not stop the others' clocks
+                self.loop.call_exception_handler({"message": "pacer callback", "exception": exc})
+        self._arm()
+
+
+_PACERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()
+
+Feed = Callable[[], "tuple[bytes, bool | None] | None"]  # the next frame and its speech flag
+
+
 class PlivoCall:
     """Plivo's side of one open stream, whatever drives the caller.
 
     Owns the clock, the sequence numbers and the timeline; receives the server's messages, plays
     the queued audio at the caller's pace, confirms checkpoints and answers clears. A script
-    sends the caller's events through `send` and marks what it did.
+    sends the caller's events through `send` (or `stream`, which the shared `Pacer` drives
+    frame by frame without waking the script) and marks what it did.
     """
 
-    def __init__(self, ws: ClientConnection, report: CallReport, extra_headers: str = "") -> None:
+    def __init__(self, ws: ClientLink, report: CallReport, extra_headers: str = "") -> None:
         self.ws = ws
         self.report = report
         self.extra_headers = extra_headers  # Plivo repeats it on every start, media and dtmf
         self.fmt = report.media_format
         self.queue = PlaybackQueue()
         self.seq = 0
-        self.t0 = time.monotonic()
+        # the line clock starts on the pacer's grid, so calls share its wakes (see `Pacer`)
+        self.t0 = math.floor(time.monotonic() / Pacer.GRID) * Pacer.GRID
         self.t0_ms = int(time.time() * 1000)
         self.done = asyncio.Event()
         self.interval = FRAME_MS / 1000 / max(report.speed, 1e-6)
@@ -103,7 +179,13 @@ class PlivoCall:
         self.last_media = 0.0  # when the last caller frame was sent
         self._pending_clears = 0
         self._generation = 0  # counts clears, so a frame cut short confirms nothing
-        self._wake = asyncio.Event()  # audio or a checkpoint arrived
+        # playback (`play_out`), on the pacer too
+        self._play_on = self._playing = self._kick_due = False
+        self._play_began, self._play_ticks, self._play_generation = 0.0, 0, 0
+        self._play_reached: list[str] = []
+        self._pacer = Pacer.of(asyncio.get_running_loop())
+        self._feed: Feed | None = None
+        self._streamed: asyncio.Future[None] | None = None
 
     @property
     def stream_id(self) -> str:
@@ -115,10 +197,21 @@ class PlivoCall:
     def mark(self, kind: str, detail: str = "", nbytes: int = 0) -> None:
         self.report.timeline.append(TimedEvent(self.now(), kind, detail, nbytes))
 
+    def write(self, text: str) -> None:
+        """Frame and write one message now (the transport keeps what the socket cannot take
+        yet); ConnectionClosed once the WebSocket is closing, as websockets' `send` raises."""
+        self.ws.send(text)
+
+    def post(self, text: str) -> None:
+        """What Plivo sends of its own accord (playedStream, clearedAudio): `write` here; an
+        impaired call routes it through its up link."""
+        self.write(text)
+
     async def send(self, text: str) -> None:
-        # websockets sends each whole text message in one piece, whichever task calls it:
-        # no lock needed (it cost 10 % of simulate's CPU per frame)
-        await self.ws.send(text)
+        """`post`, then wait while the socket's write buffer is full."""
+        self.post(text)
+        if not self.ws.writable:
+            await self.ws.drained()
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -135,8 +228,8 @@ class PlivoCall:
         self.chunks[track] = self.chunks.get(track, 0) + 1
         return self.chunks[track]
 
-    async def send_frame(self, frame: bytes, *, speech: bool | None) -> None:
-        """Send one 20 ms caller frame in the next slot of the line clock, then wait the slot out.
+    def _write_frame(self, frame: bytes, speech: bool | None) -> None:
+        """One 20 ms caller frame in the next slot of the line clock.
 
         Timestamps follow the audio (20 ms per frame), as Plivo's do.
         """
@@ -150,10 +243,61 @@ class PlivoCall:
             self.next_seq(),
             self.extra_headers,
         )
-        await self.send(media.to_json())
+        self.write(media.to_json())
         self.sent_media(len(frame), speech=speech)
         self.slots += 1
+
+    async def send_frame(self, frame: bytes, *, speech: bool | None) -> None:
+        """Send one 20 ms caller frame in the next slot of the line clock; wait the slot out."""
+        self._write_frame(frame, speech)
+        if not self.ws.writable:
+            await self.ws.drained()
         await self.sleep_until(self.slots * self.interval)
+
+    async def stream(self, feed: Feed) -> None:
+        """Send `feed()`'s frames, one per slot of the line clock, until it returns None.
+
+        What `send_frame` in a loop does, without waking this task per frame: the shared
+        `Pacer` calls back at each slot's deadline, records how late it ran (`pacing`), and
+        writes the next frame at once. The first frame goes now. A full write buffer holds the
+        next frame until it drains (the deadlines stay absolute: frames then go late, none is
+        lost). Raises ConnectionClosed as `send` would.
+        """
+        if self._streamed is not None:
+            raise RuntimeError("one stream at a time")
+        self._feed = feed
+        self._streamed = asyncio.get_running_loop().create_future()
+        try:
+            self._next()
+            await self._streamed
+        finally:
+            self._feed = self._streamed = None
+
+    def _tick(self) -> None:
+        late = time.monotonic() - (self.t0 + self.slots * self.interval)
+        self.report.pacing_late_ms.append(round(late * 1000, 2))
+        self._next()
+
+    def _next(self) -> None:
+        streamed, feed = self._streamed, self._feed
+        if streamed is None or feed is None or streamed.done():
+            return
+        try:
+            item = feed()
+            if item is not None:
+                self._write_frame(*item)
+        except BaseException as exc:  # ConnectionClosed above all: the script sees it
+            streamed.set_exception(exc)
+            return
+        if item is None:
+            streamed.set_result(None)
+        elif self.ws.writable:
+            self._pacer.at(self.t0 + self.slots * self.interval, self._tick)
+        else:
+            self.ws.when_writable(self._rearm)
+
+    def _rearm(self) -> None:
+        self._pacer.at(self.t0 + self.slots * self.interval, self._tick)
 
     async def send_silence(self, seconds: float) -> None:
         """Keep the line up for `seconds` of call time: a real line never stops sending media,
@@ -169,18 +313,24 @@ class PlivoCall:
 
     async def _silence_until_slot(self, end: int) -> None:
         silent = codec.silence(self.fmt, self.fmt.frame_bytes())
-        while self.slots < end and not self.done.is_set():
-            await self.send_frame(silent, speech=False)
+
+        def feed() -> tuple[bytes, bool | None] | None:
+            if self.slots < end and not self.done.is_set():
+                return silent, False
+            return None
+
+        await self.stream(feed)
 
     def sent_media(self, nbytes: int, *, speech: bool | None) -> None:
         """Count a caller frame just sent; `speech` None means barge-in audio (not the turn)."""
-        self.report.frames_sent += 1
-        self.report.bytes_sent += nbytes
-        self.last_media = self.now()
+        report = self.report
+        report.frames_sent += 1
+        report.bytes_sent += nbytes
+        self.last_media = now = self.now()
         if speech:
-            self.report.speech_end = self.now()
+            report.speech_end = now
         elif speech is None:
-            self.report.barge_in_ended = self.now()
+            report.barge_in_ended = now
 
     def sent_dtmf(self, digit: str) -> None:
         self.report.dtmf_sent.append(digit)
@@ -189,14 +339,17 @@ class PlivoCall:
     # ------------------------------------------------------------ server -> caller
 
     async def receive(self) -> None:
+        """Take the server's messages (those that came before too) until the socket closes."""
         try:
-            async for message in self.ws:
-                self._on_message(message)
-                await self._flush_clear()
-        except ConnectionClosed:
-            pass
+            self.ws.listen(self.deliver)
+            await asyncio.shield(self.ws.closed)
         finally:
             self.done.set()
+
+    def deliver(self, message: str | bytes) -> None:
+        """One message from the server, as it arrives."""
+        self._on_message(message)
+        self._flush_clear()
 
     def _on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
@@ -215,8 +368,8 @@ class PlivoCall:
         elif isinstance(event, Checkpoint):
             self.report.checkpoints_received.append(event.name)
             self.queue.add_checkpoint(event.name)
-            self._wake.set()
             self.mark("checkpoint", event.name)
+            self._arrived()
         elif isinstance(event, ClearAudio):
             self.report.clears += 1
             dropped = self.queue.clear()
@@ -243,49 +396,80 @@ class PlivoCall:
         self.report.play_messages += 1
         self.report.received_audio += event.payload
         self.queue.add_audio(event.payload)
-        self._wake.set()
         self.mark("play", nbytes=len(event.payload))
+        self._arrived()
 
     def _violation(self, message: str) -> None:
         self.report.violations.append(message)
         self.mark("violation", message)
 
-    async def _flush_clear(self) -> None:
+    def _flush_clear(self) -> None:
         while self._pending_clears:
             self._pending_clears -= 1
             cleared = ClearedAudio(self.stream_id, self.next_seq())
             with contextlib.suppress(ConnectionClosed):
-                await self.send(cleared.to_json())
+                self.post(cleared.to_json())
 
     async def play_out(self) -> None:
-        """Play the queue at the caller's pace and confirm each checkpoint as its audio ends.
+        """Play the queue at the caller's pace and confirm each checkpoint as its audio ends,
+        until cancelled.
 
         Like Plivo, playback starts as soon as audio arrives at an idle queue and runs one
         frame per 20 ms (scaled by speed) while audio is queued; a checkpoint is confirmed when
-        the frame holding the end of the audio before it has finished playing.
+        the frame holding the end of the audio before it has finished playing. The frames are
+        played by the shared `Pacer` (`_play_tick`), not by this task.
         """
-        frame = self.fmt.frame_bytes()
-        while True:
-            await self._confirm(self.queue.play(0)[1])  # nothing left to play ahead of these
-            if not self.queue.queued_bytes:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            began, ticks = self.now(), 0
-            while self.queue.queued_bytes:
-                generation = self._generation
-                played, reached = self.queue.play(frame)
-                self.report.played_audio += played
-                ticks += 1
-                await self.sleep_until(began + ticks * self.interval)
-                if generation == self._generation:  # a clear meanwhile drops these
-                    await self._confirm(reached)
+        self._play_on = True
+        try:
+            self._kick()
+            await asyncio.get_running_loop().create_future()  # until converse cancels it
+        finally:
+            self._play_on = False
 
-    async def _confirm(self, names: list[str]) -> None:
+    def _arrived(self) -> None:
+        """Audio or a checkpoint was queued: an idle player looks at the queue once the
+        messages that came with it are in (as a player task woken then would)."""
+        if self._play_on and not self._playing and not self._kick_due:
+            self._kick_due = True
+            asyncio.get_running_loop().call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_due = False
+        if not self._play_on or self._playing:
+            return
+        self._confirm(self.queue.play(0)[1])  # nothing left to play ahead of these
+        if self.queue.queued_bytes:
+            self._playing = True
+            self._play_began, self._play_ticks = self.now(), 0
+            self._play_frame()
+
+    def _play_frame(self) -> None:
+        self._play_generation = self._generation
+        played, self._play_reached = self.queue.play(self.fmt.frame_bytes())
+        self.report.played_audio += played
+        self._play_ticks += 1
+        due = self.t0 + self._play_began + self._play_ticks * self.interval
+        self._pacer.at(due, self._play_tick)
+
+    def _play_tick(self) -> None:
+        if not self._play_on:
+            self._playing = False
+            return
+        due = self._play_began + self._play_ticks * self.interval
+        self.report.pacing_late_ms.append(round((self.now() - due) * 1000, 2))
+        if self._play_generation == self._generation:  # a clear meanwhile drops these
+            self._confirm(self._play_reached)
+        if self.queue.queued_bytes:
+            self._play_frame()
+        else:
+            self._playing = False
+            self._kick()
+
+    def _confirm(self, names: list[str]) -> None:
         for name in names:
             confirm = PlayedStream(self.stream_id, name, self.next_seq())
             with contextlib.suppress(ConnectionClosed):
-                await self.send(confirm.to_json())
+                self.post(confirm.to_json())
             self.report.checkpoints_confirmed.append(name)
             self.mark("played", name)
 
@@ -330,41 +514,51 @@ class _WavCaller:
 
     async def _speak(self, call: PlivoCall) -> None:
         """Stream the caller's audio (and DTMF) on an absolute 20 ms schedule."""
-        frames = codec.frames(self.config.audio, self.fmt) if self.config.audio else []
-        speech = [_is_speech(f, self.fmt) for f in frames]
-        if frames and not any(speech):
-            speech[-1] = True  # no speech at all: the turn ends with the audio
+        frames, speech = _clip(self.config.audio, self.fmt)
         dtmf = sorted(self.config.dtmf, key=lambda d: d[1])
         index = 0
-        while index < len(frames) or dtmf:
+
+        def feed() -> tuple[bytes, bool | None] | None:
+            nonlocal index
+            if index >= len(frames) and not dtmf:
+                return None
             while dtmf and dtmf[0][1] <= index * FRAME_MS / 1000:
-                await self._send_dtmf(call, dtmf.pop(0)[0])
-            if index < len(frames):
-                await call.send_frame(frames[index], speech=speech[index])
-            else:  # keys pressed after the clip: the line carries silence meanwhile
-                await call.send_frame(self.silent, speech=False)
+                self._send_dtmf(call, dtmf.pop(0)[0])
             index += 1
+            if index <= len(frames):
+                return frames[index - 1], speech[index - 1]
+            return self.silent, False  # keys pressed after the clip: silence meanwhile
+
+        await call.stream(feed)
 
     async def _barge_in(self, call: PlivoCall, at: float) -> None:
         """Send silence until `at` s into the bot's reply, then talk over it."""
         give_up = call.now() + self.config.reply_timeout / self.config.speed
-        while True:
+        waited: list[bool] = []  # [True] once it is time, [False] once given up
+
+        def wait_for_reply() -> tuple[bytes, bool | None] | None:
             begun = reply_started(call.report)
             if begun is not None and call.now() >= begun + at / self.config.speed:
-                break
+                waited.append(True)
+                return None
             if call.now() > give_up or call.done.is_set():
-                call.report.warnings.append(
-                    f"no reply within {self.config.reply_timeout:g} s: barge-in skipped"
-                )
-                return
-            await call.send_frame(self.silent, speech=False)
+                waited.append(False)
+                return None
+            return self.silent, False
+
+        await call.stream(wait_for_reply)
+        if not waited[0]:
+            call.report.warnings.append(
+                f"no reply within {self.config.reply_timeout:g} s: barge-in skipped"
+            )
+            return
         audio = self.config.barge_in_audio or synth.default_barge_in_audio(self.fmt)
         call.report.barge_in_started = call.now()
         call.mark("barge-in")
-        for frame in codec.frames(audio, self.fmt):
-            await call.send_frame(frame, speech=None)
+        frames = iter(codec.frames(audio, self.fmt))
+        await call.stream(lambda: next(((f, None) for f in frames), None))
 
-    async def _send_dtmf(self, call: PlivoCall, digit: str) -> None:
+    def _send_dtmf(self, call: PlivoCall, digit: str) -> None:
         stamp = str(int(time.time() * 1000))
         dtmf = Dtmf(
             self.config.stream_id,
@@ -374,8 +568,19 @@ class _WavCaller:
             call.next_seq(),
             self.config.extra_headers,
         )
-        await call.send(dtmf.to_json())
+        call.write(dtmf.to_json())
         call.sent_dtmf(digit)
+
+
+@functools.lru_cache(maxsize=16)
+def _clip(audio: bytes, fmt: MediaFormat) -> tuple[tuple[bytes, ...], tuple[bool, ...]]:
+    """The clip's 20 ms frames and which hold speech: once for all the calls of a run that share
+    it (cutting and measuring 500 frames at each call's start held the streaming calls up)."""
+    frames = codec.frames(audio, fmt) if audio else []
+    speech = [_is_speech(f, fmt) for f in frames]
+    if frames and not any(speech):
+        speech[-1] = True  # no speech at all: the turn ends with the audio
+    return tuple(frames), tuple(speech)  # shared: read only
 
 
 @functools.lru_cache(maxsize=8192)  # the calls of a run share a clip: measure each frame once
@@ -392,11 +597,10 @@ def reply_started(report: CallReport) -> float | None:
 
 async def run_call(config: SimulateConfig) -> CallReport:
     """Run one simulated call to the end and report it."""
-    opening = time.monotonic()
     ws = await open_stream(config.url, config.auth_token, config.open_timeout)
     report = CallReport(config.call_id, config.stream_id, config.media_format, speed=config.speed)
     report.barge_in_at = config.barge_in_at
-    report.connect_s = time.monotonic() - opening
+    report.connect_s = ws.connect_s
     call = PlivoCall(ws, report, config.extra_headers)
     return await converse(
         call, _WavCaller(config), linger=config.linger, send_stop=config.send_stop
@@ -410,7 +614,9 @@ async def run_calls(
 ) -> list[CallReport]:
     """Run several calls, at most `concurrency` at a time; reports come back in order.
 
-    `on_done` sees each report as its call ends (a progress display)."""
+    `on_done` sees each report as its call ends (a progress display). The objects that exist
+    before the calls (modules, configs, clips) are frozen out of the cyclic GC meanwhile: its
+    full collections walked them all, and one paused every call for 60 ms at 400 calls."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(config: SimulateConfig) -> CallReport:
@@ -420,22 +626,49 @@ async def run_calls(
             on_done(report)
         return report
 
-    return list(await asyncio.gather(*(one(c) for c in configs)))
+    gc.freeze()
+    try:
+        return list(await asyncio.gather(*(one(c) for c in configs)))
+    finally:
+        gc.unfreeze()
 
 
-async def open_stream(url: str, auth_token: str | None, open_timeout: float) -> ClientConnection:
-    """Open the WebSocket as Plivo does (signed when a token is given); errors are one line."""
+OPENING_AT_ONCE = 16  # upgrades in flight per process (see `_opening_gate`)
+_GATES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _opening_gate() -> asyncio.Semaphore:
+    """At most `OPENING_AT_ONCE` upgrades in flight on this loop.
+
+    400 calls opened at once answer in bursts that the loop parses in one go (hundreds of
+    milliseconds), while the calls already streaming miss their deadlines: a few at a time keeps
+    each burst short. A call's `connect_s` is its own upgrade, not the wait for its turn."""
+    loop = asyncio.get_running_loop()
+    gate = _GATES.get(loop)
+    if gate is None:
+        gate = _GATES[loop] = asyncio.Semaphore(OPENING_AT_ONCE)
+    return gate
+
+
+async def open_stream(url: str, auth_token: str | None, open_timeout: float) -> ClientLink:
+    """Open the WebSocket as Plivo does (signed when a token is given); errors are one line.
+
+    The server's messages wait in order until the call `receive`s them."""
     headers = _upgrade_headers(url, auth_token)
     try:
-        return await connect(
-            url,
-            proxy=_proxy_setting(),  # looked up once, not on every connect
-            additional_headers=headers,
-            open_timeout=open_timeout,
-            max_size=None,
-            ping_interval=None,
-            compression=None,
-        )
+        uri = parse_uri(url)
+        async with _opening_gate():
+            return await open_link(
+                url,
+                None,
+                headers=list(headers.items()),
+                user_agent=USER_AGENT,  # what websockets' `connect` sends
+                timeout=open_timeout,
+                max_size=None,
+                proxy=proxy_for(uri.host, uri.port, uri.secure),
+            )
     except InvalidStatus as exc:
         raise _refusal(url, exc, signed=bool(headers)) from None
     except InvalidHandshake as exc:
@@ -467,23 +700,24 @@ async def converse(
         await ws.close()
     report = call.report
     report.duration = call.now()
-    received = ws.protocol.close_rcvd  # the server's own close frame, whoever closed first
-    report.close_code = received.code if received is not None else ws.close_code
+    protocol = ws.ws
+    received = protocol.close_rcvd  # the server's own close frame, whoever closed first
+    report.close_code = received.code if received is not None else protocol.close_code
     report.close_reason = (received.reason if received is not None else ws.close_reason) or ""
-    report.closed_by_server = _closed_by_server(ws)
+    report.closed_by_server = _closed_by_server(protocol)
     return report
 
 
-def _closed_by_server(ws: ClientConnection) -> bool:
+def _closed_by_server(protocol: Protocol) -> bool:
     """Whether the server ended the call: it closed first, or refused it (1008) at any point
     (the simulator never sends 1008, so a 1008 from the server is its refusal even when it
     crossed the simulator's own close)."""
-    received = ws.protocol.close_rcvd
+    received = protocol.close_rcvd
     if received is None:
         return False
     if received.code == POLICY_VIOLATION:
         return True
-    return bool(ws.protocol.close_rcvd_then_sent) or ws.protocol.close_sent is None
+    return bool(protocol.close_rcvd_then_sent) or protocol.close_sent is None
 
 
 def _refusal(url: str, exc: InvalidStatus, *, signed: bool) -> PstreamError:
@@ -511,19 +745,6 @@ def _refusal(url: str, exc: InvalidStatus, *, signed: bool) -> PstreamError:
     if 400 <= status < 500:
         return UsageError(f"{head}: the server refused this request; check the URL")
     return NetworkError(f"{head}: the server failed")
-
-
-@functools.lru_cache(maxsize=1)
-def _proxy_setting() -> Literal[True] | None:
-    """`connect(proxy=...)`: None when no proxy is configured at all, else True (websockets
-    then picks one for each URL from the same settings, as it does by default).
-
-    websockets looks the settings up on every connect, which cost as much CPU as 100 media
-    frames: with `--repeat 400` it counted. They come from the standard library's
-    `getproxies()` (the environment, then the system's), read once here."""
-    import urllib.request
-
-    return True if urllib.request.getproxies() else None
 
 
 def _upgrade_headers(url: str, auth_token: str | None) -> dict[str, str]:

@@ -8,7 +8,7 @@ passed on) and forwards every message both ways, unchanged and in order: a recei
 goes to the bot before pstream looks at it, a bot message goes to Plivo before pstream looks
 at it. What Plivo sends while the bot's upgrade is under way waits, in order, and goes first.
 Both sides are `wslink.WebSocketLink`s (websockets' sans-I/O protocol on asyncio `Protocol`s:
-Plivo's a `plivolink.PlivoLink`, the bot's an `upstreamlink.UpstreamLink`), which hand over
+Plivo's a `plivolink.PlivoLink`, the bot's a `clientlink.ClientLink`), which hand over
 the messages of each socket read together: all of them are framed and written to the other
 side in one write before pstream looks at any. A side whose peer reads slower than the other
 side sends stops being read until its peer's socket drains (a slow bot pauses reading Plivo, a
@@ -42,9 +42,9 @@ from urllib.parse import urlsplit, urlunsplit
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from plivo_stream_cli import codec
+from plivo_stream_cli.adapters.clientlink import ClientLink, open_link
 from plivo_stream_cli.adapters.livestream import LiveStream
 from plivo_stream_cli.adapters.simulator import SPEECH_DBFS
-from plivo_stream_cli.adapters.upstreamlink import UpstreamLink, open_link
 from plivo_stream_cli.adapters.wslink import Message, Receiver
 from plivo_stream_cli.errors import UsageError
 from plivo_stream_cli.events import (
@@ -163,7 +163,7 @@ async def open_upstream(
     user_agent: str | None,
     timeout: float,
     on_messages: Receiver,
-) -> UpstreamLink:
+) -> ClientLink:
     """The bot's WebSocket, or `UpstreamError` saying in one line why not."""
     try:
         return await open_link(
@@ -206,7 +206,7 @@ class TapStream(LiveStream):
 
     def __init__(self, server: StreamServer, ws: PlivoLink, conn_id: str) -> None:
         super().__init__(server, ws, conn_id)
-        self.upstream: UpstreamLink | None = None
+        self.upstream: ClientLink | None = None
         self.upstream_state = "connecting"
         self.turns: TurnLog | None = None
         self._waiting: deque[str | bytes] | None = deque()
@@ -267,7 +267,7 @@ class TapStream(LiveStream):
             return None  # the bot closed: `_watch_bot` closes Plivo's side in turn
         return self._bot_drained(upstream)
 
-    async def _bot_drained(self, upstream: UpstreamLink) -> None:
+    async def _bot_drained(self, upstream: ClientLink) -> None:
         """Until the bot's socket drains, or either side is gone."""
         drained = asyncio.ensure_future(upstream.drained())
         await asyncio.wait([drained, self.ws.closed], return_when=asyncio.FIRST_COMPLETED)
@@ -361,7 +361,7 @@ class TapStream(LiveStream):
             self._observe(message)
         return None if writable else ws.drained()
 
-    async def _watch_bot(self, upstream: UpstreamLink) -> None:
+    async def _watch_bot(self, upstream: ClientLink) -> None:
         """Once the bot's side is closed (and all it sent passed on), close Plivo's the same way."""
         await upstream.finished()
         ws = self.ws

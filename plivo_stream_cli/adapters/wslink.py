@@ -7,8 +7,8 @@ socket to the sans-I/O protocol (public API: `receive_data`, `events_received`, 
 `data_to_send`...), which still does masking, size checks, ping answers and the closing
 handshake; complete messages (fragments joined, text checked as UTF-8: 1007) are handed to a
 callback, all those of one socket read in one list, and a message sent is framed and written in
-one call. `plivolink` (serve's side: Plivo connects to it) and `upstreamlink` (the tap's side
-to the bot) add their handshakes.
+one call. `plivolink` (serve's side: Plivo connects to it) and `clientlink` (the tap's side
+to the bot, and simulate's calls) add their handshakes.
 
 Ordering and holds: the callback may return an awaitable when handling a message must wait (a
 recorder opened in a thread, a peer's socket to drain). Reading then pauses and later messages
@@ -59,6 +59,7 @@ class WebSocketLink(asyncio.Protocol):
         self.closed: asyncio.Future[None] = loop.create_future()  # the TCP connection is gone
         self._can_write = asyncio.Event()
         self._can_write.set()
+        self._on_writable: list[Callable[[], None]] = []
         self._parts: list[bytes] = []
         self._opcode = Opcode.TEXT
         self._held: deque[list[Message]] = deque()
@@ -75,8 +76,8 @@ class WebSocketLink(asyncio.Protocol):
         self.transport = stream = cast(asyncio.Transport, transport)
         if self.write_limit is not None:
             stream.set_write_buffer_limits(high=self.write_limit)
-        if self._holding:
-            stream.pause_reading()
+        # Reading goes on while messages are held: the handshake must be read, and the first
+        # read that brings messages to hold pauses it (`_deliver`).
 
     def data_received(self, data: bytes) -> None:
         ws = self.ws
@@ -92,7 +93,7 @@ class WebSocketLink(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ws.receive_eof()
-        self._can_write.set()
+        self.resume_writing()  # nothing will drain now: writers waiting hear of it at once
         if self._close_timer is not None:
             self._close_timer.cancel()
         if not self.closed.done():
@@ -103,6 +104,9 @@ class WebSocketLink(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._can_write.set()
+        waiting, self._on_writable = self._on_writable, []
+        for callback in waiting:
+            callback()
 
     # ------------------------------------------------------------ receiving
 
@@ -236,6 +240,10 @@ class WebSocketLink(asyncio.Protocol):
     def remote_address(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
 
+    @property
+    def local_address(self) -> object:
+        return self.transport.get_extra_info("sockname") if self.transport else None
+
     # ------------------------------------------------------------ sending
 
     def send(self, message: Message) -> bool:
@@ -269,6 +277,13 @@ class WebSocketLink(asyncio.Protocol):
     @property
     def writable(self) -> bool:
         return self._can_write.is_set()
+
+    def when_writable(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the write buffer is under its low-water mark (now if it is)."""
+        if self._can_write.is_set():
+            callback()
+        else:
+            self._on_writable.append(callback)
 
     async def drained(self) -> None:
         """Wait until the write buffer is under its low-water mark (or the connection is gone)."""
