@@ -20,8 +20,12 @@ pass through the tap and its replies queue up as a streaming TTS's do. Reported 
   caller, for comparison.
 
 Every process runs on this machine's one clock (CLOCK_REALTIME), so one-way times compare.
+On a 2-CPU machine, caller, tap and bot are three busy processes on two CPUs: `--taskset 1:0`
+gives serve CPU 1 and the caller and bot CPU 0 (in both modes), as a tap on a developer's
+machine has its CPU to itself while Plivo and the bot run elsewhere.
 
     python benchmarks/tap_bench.py --calls 100 400 --seconds 20 --repeat 3
+    python benchmarks/tap_bench.py --calls 100 --seconds 10 --repeat 3 --taskset 1:0
 
 Linux only (/proc).
 """
@@ -240,8 +244,17 @@ def _cpu(pid: int) -> tuple[float, float]:
 def _python(*args: str, **kw: Any) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [sys.executable, *args], env=env, text=True, stdout=subprocess.PIPE, **kw
+        [*_pinned(PEERS_CPUS), sys.executable, *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        **kw,
     )
+
+
+def _pinned(cpus: str) -> list[str]:
+    """`taskset -c CPUS` before a command, when --taskset asked for it."""
+    return ["taskset", "-c", cpus] if cpus else []
 
 
 def trial(mode: str, calls: int, seconds: float) -> dict[str, Any]:
@@ -260,6 +273,7 @@ def trial(mode: str, calls: int, seconds: float) -> dict[str, Any]:
             upstream = ["--upstream", url] if mode in ("tap", "before") else []
             serve = subprocess.Popen(
                 [
+                    *_pinned(TAP_CPUS),
                     sys.executable,
                     "-m",
                     "plivo_stream_cli",
@@ -300,6 +314,8 @@ def trial(mode: str, calls: int, seconds: float) -> dict[str, Any]:
 
 
 BEFORE = ""  # --before DIR: the checkout whose tap runs as mode "before"
+TAP_CPUS = ""  # --taskset TAP:PEERS: serve's CPUs, and the caller's and bot's
+PEERS_CPUS = ""
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -347,9 +363,19 @@ def main() -> int:
         help="also run the tap of the checkout in DIR (on PYTHONPATH) in the same rounds, "
         "e.g. one made with `git worktree add /tmp/before COMMIT`",
     )
+    parser.add_argument(
+        "--taskset",
+        metavar="TAP:PEERS",
+        help="pin serve to the CPUs TAP and the caller and bot to PEERS (taskset -c syntax), "
+        "e.g. 1:0, so the tap's added latency is not the three processes' contention",
+    )
     args = parser.parse_args()
-    global BEFORE
+    global BEFORE, TAP_CPUS, PEERS_CPUS
     BEFORE = args.before or ""
+    if args.taskset:
+        TAP_CPUS, found, PEERS_CPUS = args.taskset.partition(":")
+        if not found or not TAP_CPUS or not PEERS_CPUS:
+            parser.error("--taskset: expected TAP:PEERS, e.g. 1:0")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for calls in args.calls:
         trials: dict[str, list[dict[str, Any]]] = {
