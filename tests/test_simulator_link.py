@@ -304,3 +304,49 @@ def test_a_server_that_stops_reading_loses_no_frame(monkeypatch: pytest.MonkeyPa
     assert [m["sequenceNumber"] for m in got] == list(range(1, len(got) + 1))
     assert [m["media"]["chunk"] for m in media] == list(range(1, 1001))
     assert max(report.pacing_late_ms) > 100  # the frames that waited went late, and say so
+
+
+def test_a_send_after_the_server_closed_raises_connection_closed_while_closing() -> None:
+    """The server's close frame arrived, its TCP connection is still open (closing, not
+    closed): a send raises ConnectionClosed, as websockets' own `send` does, not an error."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.http11 import Request
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    from plivo_stream_cli.adapters.clientlink import open_link
+
+    async def scenario() -> None:
+        held: list[asyncio.StreamWriter] = []
+
+        async def upgrade_and_close(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            protocol = ServerProtocol()
+            requests: list[Request] = []
+            while not requests:
+                protocol.receive_data(await reader.read(65536))
+                requests = [e for e in protocol.events_received() if isinstance(e, Request)]
+            protocol.send_response(protocol.accept(requests[0]))
+            protocol.send_close(1008, "invalid signature")
+            for data in protocol.data_to_send():
+                writer.write(data)
+            held.append(writer)  # the TCP connection stays open: the client is closing
+
+        server = await asyncio.start_server(upgrade_and_close, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        link = await open_link(
+            f"ws://127.0.0.1:{port}/s", None, headers=[], user_agent=None, timeout=5, max_size=None
+        )
+        while link.ws.state is State.OPEN:
+            await asyncio.sleep(0.01)
+        assert link.ws.state is State.CLOSING
+        with pytest.raises(ConnectionClosed) as closed:
+            link.send("hello")
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        link.abort()
+        for writer in held:
+            writer.close()
+        server.close()
+
+    run(scenario())

@@ -253,7 +253,7 @@ class WebSocketLink(asyncio.Protocol):
         """
         ws = self.ws
         if ws.state is not State.OPEN:
-            raise ws.close_exc
+            raise self._closed()
         if isinstance(message, str):
             ws.send_text(message.encode())
         else:
@@ -265,7 +265,7 @@ class WebSocketLink(asyncio.Protocol):
         """Frame several messages and write them in one go; like `send` otherwise."""
         ws = self.ws
         if ws.state is not State.OPEN:
-            raise ws.close_exc
+            raise self._closed()
         for message in messages:
             if isinstance(message, str):
                 ws.send_text(message.encode())
@@ -273,6 +273,14 @@ class WebSocketLink(asyncio.Protocol):
                 ws.send_binary(message)
         self._flush()
         return self._can_write.is_set()
+
+    def _closed(self) -> ConnectionClosed:
+        """What a send raises once the connection is closing or closed (as websockets')."""
+        ws = self.ws
+        if ws.state is State.CLOSED:
+            return ws.close_exc
+        # closing: websockets' close_exc is only for a closed connection
+        return ConnectionClosed(ws.close_rcvd, ws.close_sent, ws.close_rcvd_then_sent)
 
     @property
     def writable(self) -> bool:
