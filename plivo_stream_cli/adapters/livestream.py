@@ -262,23 +262,21 @@ class LiveStream:
             if pending_next is not None:
                 await pending_next
 
-    def handle(self, message: Message, now: float | None = None) -> Awaitable[None] | None:
-        """One received message (at `now`, else now); an awaitable when what follows it must
-        wait."""
+    def handle(self, message: Message) -> Awaitable[None] | None:
+        """One received message; an awaitable when what follows it must wait."""
         if isinstance(message, bytes):
             self.server.totals["errors"] += 1
             self.session.stats.errors += 1
             self.note_error(f"binary frame of {len(message)} bytes ignored")
             return None
-        start = self.take(message, now)
+        start = self.take(message)
         if start is not None:
             return self._begin(start, message)
         return None
 
-    def take(self, message: str, now: float | None = None) -> tuple[Start, float] | None:
-        """Parse, capture and handle one text message received at `now` (else now); a start
-        event is returned, for `_begin`."""
-        now = time.time() if now is None else now
+    def take(self, message: str) -> tuple[Start, float] | None:
+        """Parse, capture and handle one text message; a start event is returned, for `_begin`."""
+        now = time.time()
         try:
             event = self.session.receive(message)
         except ProtocolError as exc:

@@ -59,7 +59,6 @@ from plivo_stream_cli.events import (
     parse,
 )
 from plivo_stream_cli.feed import Record, event_record, note_record
-from plivo_stream_cli.session import SessionState
 from plivo_stream_cli.signature import NONCE_HEADER, SIGNATURE_HEADER, sign_headers
 from plivo_stream_cli.turns import TurnLog, latency_line
 
@@ -214,8 +213,6 @@ class TapStream(LiveStream):
         self._waiting_dropped = 0
         self._injected: Counter[str] = Counter()  # checkpoint names pstream sent
         self._watch: asyncio.Task[None] | None = None
-        # Messages already forwarded, not yet looked at: (from the bot, batch, arrival time).
-        self._unseen: deque[tuple[bool, list[Message], float]] = deque()
         request = ws.request
         target = request.path if request is not None else server.config.path
         assert server.config.upstream is not None
@@ -234,16 +231,8 @@ class TapStream(LiveStream):
     # ------------------------------------------------------------ Plivo -> bot
 
     def on_messages(self, batch: list[Message]) -> Awaitable[None] | None:
-        """Plivo's messages of one read: all to the bot first, then serve looks at them.
-
-        Once the stream is streaming, looking never has to wait: it is left to `_see`, after
-        every socket that was ready in this pass of the event loop has been forwarded.
-        """
+        """Plivo's messages of one read: all to the bot first, then serve looks at them."""
         drained = self._relay(batch)
-        if drained is None and (self._unseen or self.session.state is SessionState.STREAMING):
-            self._see_later(False, batch)
-            return None
-        self._see()  # what came before is looked at first
         pending = super().on_messages(batch)
         if drained is None:
             return pending
@@ -255,34 +244,6 @@ class TapStream(LiveStream):
     async def _both(first: Awaitable[None], second: Awaitable[None]) -> None:
         await first
         await second
-
-    def _see_later(self, from_bot: bool, batch: list[Message]) -> None:
-        unseen = self._unseen
-        if not unseen:
-            asyncio.get_running_loop().call_soon(self._see)
-        unseen.append((from_bot, batch, time.time()))
-
-    def _see(self) -> None:
-        """Look at what was forwarded, in the order it arrived (both directions)."""
-        unseen = self._unseen
-        while unseen:
-            from_bot, batch, now = unseen.popleft()
-            for message in batch:
-                if from_bot:
-                    self._observe(message, now)
-                    continue
-                # only a stream's first start makes `handle` wait, and none is deferred: a
-                # stream is streaming (or stopped) once `_see_later` is used, where a start
-                # is refused
-                self.handle(message, now)
-
-    def finish(self) -> None:
-        self._see()  # nothing already received goes unrecorded
-        super().finish()
-
-    async def send_event(self, text: str, event: Event) -> None:
-        self._see()  # what pstream injects is recorded after what the bot sent before it
-        await super().send_event(text, event)
 
     def _relay(self, batch: list[Message]) -> Awaitable[None] | None:
         """Pass Plivo's messages to the bot; an awaitable while the bot reads slower."""
@@ -396,7 +357,8 @@ class TapStream(LiveStream):
             writable = ws.send_many(batch)
         except ConnectionClosed:
             return None  # Plivo's side closed: `serve` closes the bot's in turn
-        self._see_later(True, batch)
+        for message in batch:
+            self._observe(message)
         return None if writable else ws.drained()
 
     async def _watch_bot(self, upstream: ClientLink) -> None:
@@ -411,9 +373,9 @@ class TapStream(LiveStream):
         with contextlib.suppress(Exception):
             await ws.close(code, reason)
 
-    def _observe(self, message: str | bytes, now: float) -> None:
-        """Record, count and publish a message the bot sent at `now` (already on its way to
-        Plivo)."""
+    def _observe(self, message: str | bytes) -> None:
+        """Record, count and publish a message the bot sent (already on its way to Plivo)."""
+        now = time.time()
         recorder = self.recorder
         if isinstance(message, bytes):
             if recorder is not None:
