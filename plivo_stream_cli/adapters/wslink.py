@@ -251,15 +251,7 @@ class WebSocketLink(asyncio.Protocol):
 
         Raises `ConnectionClosed` once the connection is closing or closed.
         """
-        ws = self.ws
-        if ws.state is not State.OPEN:
-            raise self._closed()
-        if isinstance(message, str):
-            ws.send_text(message.encode())
-        else:
-            ws.send_binary(message)
-        self._flush()
-        return self._can_write.is_set()
+        return self.send_many((message,))
 
     def send_many(self, messages: Iterable[Message]) -> bool:
         """Frame several messages and write them in one go; like `send` otherwise."""
