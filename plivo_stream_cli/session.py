@@ -198,6 +198,10 @@ class StreamSession:
                 self._apply(event)
         except UnsupportedMedia as exc:
             stats.errors += 1
+            if self.state is not SessionState.AWAITING_START:  # the stream's own format stands
+                raise ProtocolError(
+                    f"start: a second start event on the same stream ({exc})"
+                ) from None
             self.refusal = f"{exc}: this stream cannot be decoded, closing it"
             raise StreamRefused(self.refusal, first=True) from None
         except ProtocolError:

@@ -19,6 +19,7 @@ from plivo_stream_cli.session import (
     SequenceTracker,
     SessionState,
     SessionStateError,
+    StreamRefused,
     StreamSession,
 )
 
@@ -76,6 +77,19 @@ def test_second_start_is_refused() -> None:
     session.receive(start_text())
     with pytest.raises(ProtocolError, match="second start"):
         session.receive(start_text(seq=2))
+
+
+def test_a_second_start_in_an_unknown_format_is_an_error_not_a_refusal() -> None:
+    """The stream already decodes in its own format: a stray start must not close it (1003)."""
+    session = StreamSession()
+    session.receive(start_text())
+    stray = json.loads(start_text(seq=2))
+    stray["start"]["mediaFormat"]["encoding"] = "audio/x-unknown"
+    with pytest.raises(ProtocolError, match="second start") as raised:
+        session.receive(json.dumps(stray))
+    assert not isinstance(raised.value, StreamRefused) and session.refusal is None
+    assert isinstance(session.receive(media_text(3)), Media)
+    assert session.stats.errors == 1 and session.stats.media_packets == 1
 
 
 def test_dtmf_is_recorded() -> None:
