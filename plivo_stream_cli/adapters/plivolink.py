@@ -240,14 +240,6 @@ class PlivoLink(WebSocketLink):
     # ------------------------------------------------------------ for the stream
 
     @property
-    def remote(self) -> str:
-        """`host:port` of the peer (for logs and feed records)."""
-        address = self.remote_address
-        if isinstance(address, tuple) and len(address) >= 2:
-            return f"{address[0]}:{address[1]}"
-        return str(address or "")
-
-    @property
     def opening(self) -> bool:
         """Still reading or answering its first request (not a WebSocket yet)."""
         return self.ws.state is State.CONNECTING

@@ -30,6 +30,7 @@ from plivo_stream_cli.adapters.livestream import (
 )
 from plivo_stream_cli.adapters.plivolink import PlivoLink
 from plivo_stream_cli.adapters.webhooks import Route, Routes
+from plivo_stream_cli.adapters.wslink import address_text
 from plivo_stream_cli.feed import note_record
 from plivo_stream_cli.streamxml import StreamOptions
 
@@ -338,10 +339,7 @@ class StreamServer:
 
 def remote_of(connection: PlivoLink | ServerConnection) -> str:
     """`host:port` of a connection's peer (for logs and feed records; control's too)."""
-    address = connection.remote_address
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address or "")
+    return address_text(connection.remote_address)
 
 
 def quiet_logger(name: str) -> logging.Logger:

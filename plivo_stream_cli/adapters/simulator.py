@@ -247,21 +247,14 @@ class PlivoCall:
         self.sent_media(len(frame), speech=speech)
         self.slots += 1
 
-    async def send_frame(self, frame: bytes, *, speech: bool | None) -> None:
-        """Send one 20 ms caller frame in the next slot of the line clock; wait the slot out."""
-        self._write_frame(frame, speech)
-        if not self.ws.writable:
-            await self.ws.drained()
-        await self.sleep_until(self.slots * self.interval)
-
     async def stream(self, feed: Feed) -> None:
         """Send `feed()`'s frames, one per slot of the line clock, until it returns None.
 
-        What `send_frame` in a loop does, without waking this task per frame: the shared
-        `Pacer` calls back at each slot's deadline, records how late it ran (`pacing`), and
-        writes the next frame at once. The first frame goes now. A full write buffer holds the
-        next frame until it drains (the deadlines stay absolute: frames then go late, none is
-        lost). Raises ConnectionClosed as `send` would.
+        This task is not woken per frame: the shared `Pacer` calls back at each slot's
+        deadline, records how late it ran (`pacing`), and writes the next frame at once. The
+        first frame goes now. A full write buffer holds the next frame until it drains (the
+        deadlines stay absolute: frames then go late, none is lost). Raises ConnectionClosed as
+        `send` would.
         """
         if self._streamed is not None:
             raise RuntimeError("one stream at a time")
@@ -291,10 +284,8 @@ class PlivoCall:
             return
         if item is None:
             streamed.set_result(None)
-        elif self.ws.writable:
-            self._pacer.at(self.t0 + self.slots * self.interval, self._tick)
         else:
-            self.ws.when_writable(self._rearm)
+            self.ws.when_writable(self._rearm)  # now if the write buffer has room
 
     def _rearm(self) -> None:
         self._pacer.at(self.t0 + self.slots * self.interval, self._tick)

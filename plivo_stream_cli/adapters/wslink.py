@@ -212,15 +212,6 @@ class WebSocketLink(asyncio.Protocol):
         await asyncio.shield(self.closed)
         await self._idle.wait()
 
-    def pause(self) -> None:
-        """Stop reading this peer (its messages wait in the kernel)."""
-        if self.transport is not None:
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing() and not self._holding:
-            self.transport.resume_reading()
-
     # ------------------------------------------------------------ state
 
     @property
@@ -239,6 +230,11 @@ class WebSocketLink(asyncio.Protocol):
     @property
     def remote_address(self) -> object:
         return self.transport.get_extra_info("peername") if self.transport else None
+
+    @property
+    def remote(self) -> str:
+        """`host:port` of the peer (for logs and feed records)."""
+        return address_text(self.remote_address)
 
     @property
     def local_address(self) -> object:
@@ -331,4 +327,18 @@ class WebSocketLink(asyncio.Protocol):
             self._close_timer = self.loop.call_later(self.close_timeout, transport.abort)
 
 
-__all__ = ["CLOSE_TIMEOUT", "ConnectionClosed", "Message", "Receiver", "WebSocketLink"]
+def address_text(address: object) -> str:
+    """A socket address as `host:port` (anything else as its text)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address or "")
+
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "ConnectionClosed",
+    "Message",
+    "Receiver",
+    "WebSocketLink",
+    "address_text",
+]
