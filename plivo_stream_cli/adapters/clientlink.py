@@ -35,6 +35,7 @@ from plivo_stream_cli.adapters.wslink import CLOSE_TIMEOUT, Message, Receiver, W
 
 __all__ = ["CLOSE_TIMEOUT", "ClientLink", "Message", "open_link", "proxy_for"]
 MAX_PROXY_ANSWER = 65536  # bytes of a proxy's answer to CONNECT before giving up on it
+MAX_ANSWER_HEAD = 65536  # bytes of the upgrade's answer kept apart before websockets has it all
 
 
 class ClientLink(WebSocketLink):
@@ -55,6 +56,8 @@ class ClientLink(WebSocketLink):
         self.connect_s: float | None = None  # from the connect to the upgrade's answer
         self._request_headers = headers or []
         self._user_agent = user_agent
+        self._max_size = max_size
+        self._answer: bytes | None = b""  # the upgrade's answer until its head is complete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -70,6 +73,35 @@ class ClientLink(WebSocketLink):
         ws.send_request(request)
         self._flush()
 
+    def data_received(self, data: bytes) -> None:
+        if self._answer is None:
+            super().data_received(data)
+            return
+        # websockets gets the answer's head and no byte more, so that frames sent right
+        # behind it are split by the link (`frame_from_here`)
+        answer = self._answer + data
+        end = answer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(answer) <= MAX_ANSWER_HEAD:
+                self._answer = answer
+                return
+            end = len(answer) - 4  # not HTTP, or a head too long: websockets says so
+        self._answer = None
+        super().data_received(answer[: end + 4])
+        self.frame_from_here(self._max_size)
+        if end + 4 < len(answer):
+            self.data_received(answer[end + 4 :])
+
+    def eof_received(self) -> bool | None:
+        self._give_answer()
+        return super().eof_received()
+
+    def _give_answer(self) -> None:
+        """The connection ends inside the answer's head: websockets reads what came of it."""
+        answer, self._answer = self._answer, None
+        if answer:
+            super().data_received(answer)
+
     def _event(self, event: object) -> None:
         if isinstance(event, Response) and not self.opened.done():
             if self.ws.handshake_exc is not None:
@@ -78,6 +110,7 @@ class ClientLink(WebSocketLink):
                 self.opened.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._give_answer()
         super().connection_lost(exc)
         if not self.opened.done():
             # a parse failure of the answer (websockets' InvalidMessage) says more than the loss

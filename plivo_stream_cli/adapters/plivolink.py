@@ -76,6 +76,7 @@ class PlivoLink(WebSocketLink):
         self.route = route
         self.on_open = on_open
         self.open_timeout = open_timeout
+        self.max_size = max_size
         self.request: Request | None = None  # the upgrade request, once accepted
         self._sniffing = True  # reading the first request (not yet a WebSocket)
         self._buffer = b""
@@ -160,6 +161,7 @@ class PlivoLink(WebSocketLink):
             self._end()
             return
         self.request = request
+        self.frame_from_here(self.max_size)  # websockets was given the head and no byte more
         self.on_open(self)
         if rest:  # frames the peer sent right behind its request
             super().data_received(rest)

@@ -16,6 +16,18 @@ are held, in order, until it is done; none is dropped or reordered. Backpressure
 `send` returns False once the socket's write buffer is over its high-water mark, and
 `drained()` waits until asyncio says it is writable again; a peer that reads slowly pauses its
 writers, never the loop, and memory stays bounded.
+
+Framing, once the handshake is over (`frame_from_here`): websockets' parser is a chain of
+generators that costs more per 20 ms frame than everything else serve does with it, so the
+link splits the byte stream into frames itself and reads the plainest kind on its own: a
+complete, unfragmented text or binary frame, masked as the side requires, no extension bits,
+within `FAST_MAX` bytes, while the connection is open and no fragmented message is under way.
+Every other frame (control frames, fragments, wrong masking, reserved bits, oversized ones) is
+handed to websockets whole, from its first byte, so it sees a byte stream that starts at a frame
+boundary, as if it had read the skipped frames itself, and applies all its checks to it; once
+the connection is no longer open, everything goes to websockets. The two paths give the same
+messages and the same close codes (tests/test_wslink.py checks them against each other on
+random frame streams cut at random points). `benchmarks/link_bench.py` measures what it saves.
 """
 
 from __future__ import annotations
@@ -29,6 +41,12 @@ from typing import cast
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+
+try:  # websockets' own C unmasking, as its frame parser uses it
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - a build of websockets without its C extension
+    from websockets.utils import apply_mask
 
 Message = str | bytes
 # Called with the complete messages of one socket read, in order; an awaitable it returns
@@ -36,6 +54,10 @@ Message = str | bytes
 Receiver = Callable[[list[Message]], Awaitable[None] | None]
 CLOSE_TIMEOUT = 5.0
 INTERNAL_ERROR = 1011
+INVALID_DATA = 1007
+FAST_MAX = 16 * 1024  # largest frame the link reads itself (and holds while it is incomplete)
+_FIN_TEXT, _FIN_BINARY = 0x81, 0x82  # first byte: FIN, no reserved bits, the opcode
+_PLAIN = (_FIN_TEXT, _FIN_BINARY)
 
 
 class WebSocketLink(asyncio.Protocol):
@@ -68,6 +90,11 @@ class WebSocketLink(asyncio.Protocol):
         self._idle.set()
         self._release_task: asyncio.Task[None] | None = None
         self._close_timer: asyncio.TimerHandle | None = None
+        self._framing = False  # the link splits frames itself (see the module's docstring)
+        self._masked = 1 if isinstance(ws, ServerProtocol) else 0  # the MASK bit peers must set
+        self._fast_max = FAST_MAX
+        self._partial = bytearray()  # the start of a frame not yet complete
+        self._to_ws = 0  # bytes websockets still needs to finish the frame it is reading
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -80,6 +107,9 @@ class WebSocketLink(asyncio.Protocol):
         # read that brings messages to hold pauses it (`_deliver`).
 
     def data_received(self, data: bytes) -> None:
+        if self._framing:
+            self._frames(data)
+            return
         ws = self.ws
         ws.receive_data(data)
         self._handle(ws.events_received())
@@ -110,9 +140,109 @@ class WebSocketLink(asyncio.Protocol):
 
     # ------------------------------------------------------------ receiving
 
+    def frame_from_here(self, max_size: int | None) -> None:
+        """Split frames from now on: websockets has read exactly the handshake, no byte more.
+
+        `max_size` is the limit websockets was given (frames over it are its to refuse).
+        """
+        if self.ws.state is State.OPEN:
+            self._framing = True
+            if max_size is not None:
+                self._fast_max = min(FAST_MAX, max_size)
+
+    def _frames(self, data: bytes) -> None:
+        """One read while the link splits frames: plain ones read here, others by websockets."""
+        ws = self.ws
+        batch: list[Message] = []
+        fed = False  # websockets was given bytes: it may have frames to send (pong, close)
+        if self._to_ws:
+            fed = True
+            rest = self._to_ws
+            if len(data) <= rest:
+                self._to_ws = rest - len(data)
+                ws.receive_data(data)
+                data = b""
+            else:
+                self._to_ws = 0
+                ws.receive_data(data[:rest])
+                data = data[rest:]
+            if not self._collect(ws.events_received(), batch):
+                ws.receive_data(data)  # discarded: the connection is failing
+                data, self._framing = b"", False
+        buf: bytes | bytearray = data
+        if self._partial:
+            self._partial += data
+            buf = self._partial
+        n = len(buf)
+        pos = 0
+        masked, limit = self._masked, self._fast_max
+        while n - pos >= 2:
+            if ws.state is not State.OPEN:  # closing: websockets has the rest, as it is
+                ws.receive_data(bytes(buf[pos:]))
+                fed, pos, self._framing = True, n, False
+                self._collect(ws.events_received(), batch)
+                break
+            first, second = buf[pos], buf[pos + 1]
+            length = second & 0x7F
+            head = pos + 2
+            if length == 126:
+                if n - head < 2:
+                    break
+                length = (buf[head] << 8) | buf[head + 1]
+                head += 2
+            elif length == 127:
+                if n - head < 8:
+                    break
+                length = int.from_bytes(buf[head : head + 8], "big")
+                head += 8
+            if second & 0x80:
+                head += 4
+            end = head + length
+            if first in _PLAIN and second >> 7 == masked and length <= limit and not self._parts:
+                if end > n:
+                    break  # the rest of it in a later read
+                payload = buf[head:end]
+                if masked:
+                    payload = apply_mask(payload, buf[head - 4 : head])
+                pos = end
+                if first == _FIN_BINARY:
+                    batch.append(bytes(payload))
+                    continue
+                try:
+                    batch.append(str(payload, "utf-8"))
+                except UnicodeDecodeError:
+                    ws.fail(INVALID_DATA, "invalid UTF-8 in a text frame")
+                    ws.receive_data(bytes(buf[pos:]))  # discarded: the connection is failing
+                    fed, pos, self._framing = True, n, False
+                    break
+                continue
+            # Anything else is websockets' to read, from its first byte to its last.
+            take = min(end, n)
+            ws.receive_data(bytes(buf[pos:take]))
+            fed, pos = True, take
+            self._to_ws = end - take
+            if not self._collect(ws.events_received(), batch):
+                ws.receive_data(bytes(buf[pos:]))
+                pos, self._framing = n, False
+                break
+        if buf is self._partial:
+            del self._partial[:pos]
+        elif pos < n:
+            self._partial = bytearray(buf[pos:])
+        if batch:
+            self._deliver(batch)
+        if fed:
+            self._flush()
+
     def _handle(self, events: Iterable[object]) -> None:
         """Frames to messages; messages to the receiver (or held); other events to `_event`."""
         batch: list[Message] = []
+        self._collect(events, batch)
+        if batch:
+            self._deliver(batch)
+
+    def _collect(self, events: Iterable[object], batch: list[Message]) -> bool:
+        """Add the messages among websockets' `events` to `batch`; False once it failed 1007."""
         for event in events:
             if isinstance(event, Frame):
                 opcode = event.opcode
@@ -134,12 +264,11 @@ class WebSocketLink(asyncio.Protocol):
                 try:
                     batch.append(data.decode())
                 except UnicodeDecodeError:
-                    self.ws.fail(1007, "invalid UTF-8 in a text frame")
-                    break  # nothing after it is a message
+                    self.ws.fail(INVALID_DATA, "invalid UTF-8 in a text frame")
+                    return False  # nothing after it is a message
             else:
                 self._event(event)
-        if batch:
-            self._deliver(batch)
+        return True
 
     def _event(self, event: object) -> None:
         """A handshake event (Request or Response): the subclass's."""
@@ -213,6 +342,16 @@ class WebSocketLink(asyncio.Protocol):
         await self._idle.wait()
 
     # ------------------------------------------------------------ state
+
+    @property
+    def framing(self) -> bool:
+        """The link splits frames itself (after `frame_from_here`, while the connection is open)."""
+        return self._framing
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of an incomplete frame the link holds (at most `FAST_MAX` and a head)."""
+        return len(self._partial)
 
     @property
     def is_open(self) -> bool:
