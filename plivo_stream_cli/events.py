@@ -309,6 +309,8 @@ def parse(data: str | bytes) -> Event:
         msg = _loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise ProtocolError(f"not JSON: {_short(exc)}") from None
+    if type(msg) is dict and msg.get("event") == "media":  # one per 20 ms frame: no dispatch
+        return _parse_media(msg)
     if not isinstance(msg, dict):
         raise ProtocolError(f"message is a JSON {type(msg).__name__}, expected an object")
     return parse_object(msg)

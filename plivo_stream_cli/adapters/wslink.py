@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import cast
+from typing import ClassVar, cast
 
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
@@ -62,6 +62,10 @@ _PLAIN = (_FIN_TEXT, _FIN_BINARY)
 
 class WebSocketLink(asyncio.Protocol):
     """One WebSocket connection: the sans-I/O protocol `ws` on an asyncio transport."""
+
+    # False: `frame_from_here` does nothing and websockets reads every byte (the reference
+    # benchmarks/link_bench.py measures the split path against).
+    splits_frames: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -145,7 +149,7 @@ class WebSocketLink(asyncio.Protocol):
 
         `max_size` is the limit websockets was given (frames over it are its to refuse).
         """
-        if self.ws.state is State.OPEN:
+        if self.splits_frames and self.ws.state is State.OPEN:
             self._framing = True
             if max_size is not None:
                 self._fast_max = min(FAST_MAX, max_size)
