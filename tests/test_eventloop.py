@@ -1,4 +1,5 @@
-"""`serve --loop`: asyncio's loop, or uvloop on request; bad values are one error."""
+"""`serve --loop`: uvloop when installed (auto, the default), or either on request; bad values
+are one error."""
 
 from __future__ import annotations
 
@@ -57,5 +58,8 @@ def test_choose_sets_the_loop_for_child_processes(monkeypatch: pytest.MonkeyPatc
     assert eventloop.choose("asyncio") == "asyncio"
     assert os.environ[eventloop.ENV] == "asyncio"
     assert eventloop.choose("uvloop" if eventloop.have_uvloop() else "asyncio")
+    expected = "uvloop" if eventloop.have_uvloop() else "asyncio"
+    assert eventloop.choose("auto") == expected  # serve's default
+    assert os.environ[eventloop.ENV] == expected
     with pytest.raises(UsageError):
         eventloop.choose("nope")
