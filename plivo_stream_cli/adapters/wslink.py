@@ -171,8 +171,8 @@ class WebSocketLink(asyncio.Protocol):
                 ws.receive_data(data[:rest])
                 data = data[rest:]
             if not self._collect(ws.events_received(), batch):
-                ws.receive_data(data)  # discarded: the connection is failing
-                data, self._framing = b"", False
+                self._hand_over(data, batch)
+                data = b""
         buf: bytes | bytearray = data
         if self._partial:
             self._partial += data
@@ -182,9 +182,8 @@ class WebSocketLink(asyncio.Protocol):
         masked, limit = self._masked, self._fast_max
         while n - pos >= 2:
             if ws.state is not State.OPEN:  # closing: websockets has the rest, as it is
-                ws.receive_data(bytes(buf[pos:]))
-                fed, pos, self._framing = True, n, False
-                self._collect(ws.events_received(), batch)
+                self._hand_over(buf[pos:], batch)
+                fed, pos = True, n
                 break
             first, second = buf[pos], buf[pos + 1]
             length = second & 0x7F
@@ -216,8 +215,8 @@ class WebSocketLink(asyncio.Protocol):
                     batch.append(str(payload, "utf-8"))
                 except UnicodeDecodeError:
                     ws.fail(INVALID_DATA, "invalid UTF-8 in a text frame")
-                    ws.receive_data(bytes(buf[pos:]))  # discarded: the connection is failing
-                    fed, pos, self._framing = True, n, False
+                    self._hand_over(buf[pos:], batch)
+                    fed, pos = True, n
                     break
                 continue
             # Anything else is websockets' to read, from its first byte to its last.
@@ -226,8 +225,8 @@ class WebSocketLink(asyncio.Protocol):
             fed, pos = True, take
             self._to_ws = end - take
             if not self._collect(ws.events_received(), batch):
-                ws.receive_data(bytes(buf[pos:]))
-                pos, self._framing = n, False
+                self._hand_over(buf[pos:], batch)
+                pos = n
                 break
         if buf is self._partial:
             del self._partial[:pos]
@@ -237,6 +236,13 @@ class WebSocketLink(asyncio.Protocol):
             self._deliver(batch)
         if fed:
             self._flush()
+
+    def _hand_over(self, rest: bytes | bytearray, batch: list[Message]) -> None:
+        """Stop splitting: websockets reads `rest` and all after it (once the connection is
+        closing or failing; a failing one discards it)."""
+        self._framing = False
+        self.ws.receive_data(bytes(rest))
+        self._collect(self.ws.events_received(), batch)
 
     def _handle(self, events: Iterable[object]) -> None:
         """Frames to messages; messages to the receiver (or held); other events to `_event`."""
