@@ -33,7 +33,8 @@ from plivo_stream_cli.events import (
 )
 from plivo_stream_cli.formats import MediaFormat
 
-_SEEN_WINDOW = 512  # sequence numbers remembered to tell duplicates from late arrivals
+SEEN_WINDOW = 1024  # sequence numbers remembered to tell duplicates from late arrivals (2**n)
+_SEEN_MASK = SEEN_WINDOW - 1
 # What a peer sends must not grow a stream's memory: collections keep counts and the last few
 # items, and text from the peer is cut (DTMF "digits" and checkpoint names can be any string).
 KEEP_DTMF = 64  # last digits kept (all are counted)
@@ -90,45 +91,53 @@ DEVIATIONS = {
 
 @dataclass
 class SequenceTracker:
-    """Classifies sequence numbers as in order, gap, duplicate or reordered (late)."""
+    """Classifies sequence numbers as in order, gap, duplicate or reordered (late).
+
+    The last `SEEN_WINDOW` numbers (up to the highest) are remembered, one byte each in a ring,
+    to tell a duplicate from a late arrival; an older number is taken as late. A ring, not a
+    set: a frame is one byte written in place, and a stream's memory is a fixed 1 KB.
+    """
 
     highest: int = 0
     gaps: int = 0  # messages found missing when a later number arrived
     duplicates: int = 0
     reorders: int = 0
-    _seen: set[int] = field(default_factory=set)
+    _seen: bytearray = field(default_factory=lambda: bytearray(SEEN_WINDOW))
 
     def observe(self, seq: int) -> str | None:
         """Record `seq`; return a note when it is out of the ordinary."""
-        if seq == self.highest + 1:  # the usual case, one per frame: in order, nothing to note
+        highest = self.highest
+        if seq == highest + 1:  # the usual case, one per frame: in order, nothing to note
             self.highest = seq
-            seen = self._seen
-            seen.add(seq)
-            if len(seen) > 2 * _SEEN_WINDOW:
-                self._forget()
+            self._seen[seq & _SEEN_MASK] = 1  # the slot of seq - SEEN_WINDOW, forgotten now
             return None
-        note: str | None = None
-        if seq > self.highest:
-            missing = seq - self.highest - 1 if self.highest else seq - 1
+        seen = self._seen
+        if seq > highest:
+            missing = seq - highest - 1 if highest else seq - 1
+            self._forget(highest + 1, seq)
+            self.highest = seq
+            seen[seq & _SEEN_MASK] = 1
             if missing > 0:
                 self.gaps += missing
-                note = f"sequence gap: {missing} missing before {seq}"
-            self.highest = seq
-        elif seq in self._seen:
+                return f"sequence gap: {missing} missing before {seq}"
+            return None
+        remembered = highest - seq < SEEN_WINDOW
+        if remembered and seen[seq & _SEEN_MASK]:
             self.duplicates += 1
-            note = f"duplicate sequence number {seq}"
-        else:
-            self.reorders += 1
-            self.gaps = max(0, self.gaps - 1)
-            note = f"sequence number {seq} arrived late (after {self.highest})"
-        self._seen.add(seq)
-        if len(self._seen) > 2 * _SEEN_WINDOW:
-            self._forget()
-        return note
+            return f"duplicate sequence number {seq}"
+        self.reorders += 1
+        self.gaps = max(0, self.gaps - 1)
+        if remembered:
+            seen[seq & _SEEN_MASK] = 1
+        return f"sequence number {seq} arrived late (after {self.highest})"
 
-    def _forget(self) -> None:
-        floor = self.highest - _SEEN_WINDOW
-        self._seen = {s for s in self._seen if s > floor}
+    def _forget(self, first: int, end: int) -> None:
+        """Mark `first`..`end - 1` unseen: the slots now stand for them (at most the ring)."""
+        count = min(end - first, SEEN_WINDOW)
+        at = (end - count) & _SEEN_MASK
+        head = min(count, SEEN_WINDOW - at)
+        self._seen[at : at + head] = bytes(head)
+        self._seen[: count - head] = bytes(count - head)
 
 
 @dataclass

@@ -19,8 +19,10 @@ from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.recorder import (
     CALL_LAG_SECONDS,
     MAX_AHEAD_SECONDS,
+    MAX_CAPTURE_HELD,
     CallRecorder,
     CaptureError,
+    CaptureWriter,
     WavRecorder,
     read_capture,
     safe_name,
@@ -431,6 +433,68 @@ def test_capture_of_known_json_writes_the_same_line(tmp_path: Path, raw: str) ->
     lines = (tmp_path / "c_checked.jsonl").read_text()
     assert (tmp_path / "c_known.jsonl").read_text() == lines
     assert json.loads(lines)["msg"] == json.loads(raw)
+
+
+def test_capture_writer_holds_at_most_max_capture_held_characters(tmp_path: Path) -> None:
+    writer = CaptureWriter(tmp_path / "held.jsonl", flush_seconds=3600)
+    line = '{"t":1.0,"dir":"in","msg":{"event":"media"}}\n'
+    written = 0
+    for _ in range(3 * MAX_CAPTURE_HELD // len(line)):
+        writer.write(line)
+        on_disk = (tmp_path / "held.jsonl").stat().st_size
+        assert 0 <= written + len(line) - on_disk <= MAX_CAPTURE_HELD + len(line)
+        written += len(line)
+    assert (tmp_path / "held.jsonl").stat().st_size > 0  # the bound wrote, not the clock
+    writer.close()
+    writer.close()  # idempotent
+    assert (tmp_path / "held.jsonl").read_text() == line * (written // len(line))
+
+
+def test_capture_writer_keeps_a_lone_surrogate_as_an_escape(tmp_path: Path) -> None:
+    with CallRecorder(tmp_path, "c", "s", MULAW_8K, capture_flush=0.5) as rec:
+        rec.capture("in", '{"a":"\ud800"}', t=1.0)
+        rec.capture("in", {"a": "x\udfffy"}, t=2.0)
+    assert [c.msg for c in read_capture(tmp_path / "c_s.jsonl")] == [
+        {"a": "\ud800"},
+        {"a": "x\udfffy"},
+    ]
+
+
+@pytest.mark.parametrize("stereo", [False, True])
+def test_inbound_wire_records_what_inbound_of_the_decoded_audio_does(
+    tmp_path: Path, stereo: bool
+) -> None:
+    wire = codec.encode(tone(311.7, 8000, 1.7), MULAW_8K)  # no two 20 ms frames alike
+    frames = [wire[i : i + 160] for i in range(0, len(wire), 160)]
+    assert len(set(frames)) == len(frames)
+    with CallRecorder(tmp_path, "c", "pcm", MULAW_8K, stereo=stereo, capture=False) as pcm:
+        for frame in frames:
+            pcm.inbound(codec.decode(frame, MULAW_8K))
+    with CallRecorder(tmp_path, "c", "wire", MULAW_8K, stereo=stereo, capture=False) as rec:
+        for i, frame in enumerate(frames):
+            rec.inbound_wire(frame)
+            if i % 7 == 0:  # a PCM write between wire ones stays in order
+                rec.inbound(codec.decode(frame, MULAW_8K))
+    expected = read_frames(tmp_path / "c_pcm.inbound.wav")
+    got = read_frames(tmp_path / "c_wire.inbound.wav")
+    decoded = [codec.decode(f, MULAW_8K) for f in frames]
+    interleaved = b"".join(d + (d if i % 7 == 0 else b"") for i, d in enumerate(decoded))
+    assert got[1] == interleaved and got[0] == len(interleaved) // 2
+    assert expected[1] == b"".join(decoded)
+
+
+def test_wav_write_wire_is_flushed_by_size_and_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "w.wav"
+    rec = WavRecorder(path, 8000, max_delay=3600, wire=lambda b: codec.decode(b, MULAW_8K))
+    frame = codec.encode(tone(440, 8000, 0.02), MULAW_8K)
+    for _ in range(30):  # 0.6 s: one batch of 0.5 s written, 0.1 s held
+        rec.write_wire(frame)
+    assert read_frames(path)[0] == 4000
+    assert rec.frames_written == 30 * 160
+    rec.close()
+    assert read_frames(path)[1] == codec.decode(frame, MULAW_8K) * 30
+    with pytest.raises(ValueError, match="PCM only"):
+        WavRecorder(tmp_path / "p.wav", 8000).write_wire(frame)
 
 
 def test_every_recording_file_is_private(tmp_path: Path) -> None:

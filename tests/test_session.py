@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plivo_stream_cli.events import Dtmf, Media, ProtocolError, Start
 from plivo_stream_cli.formats import L16_8K, MULAW_8K, MediaFormat
@@ -15,6 +17,7 @@ from plivo_stream_cli.session import (
     MAX_PENDING_CHECKPOINTS,
     MAX_TEXT,
     MAX_TRACKS,
+    SEEN_WINDOW,
     PlaybackQueue,
     SequenceTracker,
     SessionState,
@@ -115,8 +118,61 @@ def test_sequence_tracker_memory_is_bounded() -> None:
     tracker = SequenceTracker()
     for seq in range(1, 100_000):
         tracker.observe(seq)
-    assert len(tracker._seen) <= 1024 + 1
+    assert len(tracker._seen) == SEEN_WINDOW
     assert (tracker.gaps, tracker.duplicates, tracker.reorders) == (0, 0, 0)
+    assert "duplicate" in (tracker.observe(100_000 - SEEN_WINDOW) or "")  # the oldest kept
+    assert "late" in (tracker.observe(99_999 - SEEN_WINDOW) or "")  # one older: forgotten
+
+
+class _WindowModel:
+    """What the tracker must do, written plainly: a set of the numbers in the window."""
+
+    def __init__(self) -> None:
+        self.highest = self.gaps = self.duplicates = self.reorders = 0
+        self.seen: set[int] = set()
+
+    def observe(self, seq: int) -> str | None:
+        note = None
+        if seq > self.highest:
+            missing = seq - self.highest - 1 if self.highest else seq - 1
+            if missing > 0:
+                self.gaps += missing
+                note = "gap"
+            self.highest = seq
+        elif seq in self.seen:
+            self.duplicates += 1
+            note = "duplicate"
+        else:
+            self.reorders += 1
+            self.gaps = max(0, self.gaps - 1)
+            note = "late"
+        self.seen = {s for s in self.seen | {seq} if self.highest - s < SEEN_WINDOW}
+        return note
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.just(1),  # the next number, mostly
+            st.integers(-3, 3),
+            st.integers(-2 * SEEN_WINDOW, 2 * SEEN_WINDOW),
+            st.integers(-(2**70), 2**70),
+        ),
+        max_size=300,
+    )
+)
+def test_sequence_tracker_matches_a_window_of_sets(steps: list[int]) -> None:
+    tracker, model = SequenceTracker(), _WindowModel()
+    for step in steps:
+        seq = model.highest + step  # steps relative to the highest, so runs stay near it
+        note = tracker.observe(seq)
+        expected = model.observe(seq)
+        kind = None if note is None else next(k for k in ("gap", "duplicate", "late") if k in note)
+        assert kind == expected, seq
+        assert (tracker.highest, tracker.gaps, tracker.duplicates, tracker.reorders) == (
+            model.highest, model.gaps, model.duplicates, model.reorders,
+        )  # fmt: skip
 
 
 def test_sending_before_start_is_an_error() -> None:

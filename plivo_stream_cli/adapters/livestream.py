@@ -66,7 +66,7 @@ class LiveStream:
         self.session = StreamSession()
         self.connected_at = time.time()
         self.recorder: Any = None
-        self.last_inbound = b""  # last caller frame (decoded), for the level meter
+        self._last_heard = b""  # last caller frame as it came (wire audio), for the level meter
         self.last_outbound = b""  # end of the last audio sent (wire), for the bot's meter
         self.errors: deque[str] = deque(maxlen=50)
         self.error_count = 0
@@ -86,6 +86,11 @@ class LiveStream:
     @property
     def media_format(self) -> MediaFormat:
         return self.session.media_format
+
+    @property
+    def last_inbound(self) -> bytes:
+        """The caller's last frame, decoded (only when asked: the meters, the tap's turns)."""
+        return codec.decode(self._last_heard, self.media_format) if self._last_heard else b""
 
     @property
     def queued_seconds(self) -> float:
@@ -320,17 +325,18 @@ class LiveStream:
         return exc.first
 
     def _on_media(self, event: Media, now: float) -> None:
+        # Not decoded here: the session has checked the payload (whole L16 samples), the
+        # recorder decodes in batches, and the meters decode the last frame when they look.
         payload, track = event.payload, event.track
-        try:
-            pcm = codec.decode(payload, self.session.media_format)
-        except codec.CodecError as exc:
-            self.note_error(str(exc))
-            return
         if track == "inbound" or track == "":
-            self.last_inbound = pcm
+            self._last_heard = payload
         recorder = self.recorder
         if recorder is not None:
-            recorder.inbound(pcm, track)
+            try:
+                recorder.inbound_wire(payload, track)
+            except codec.CodecError as exc:
+                self.note_error(str(exc))
+                return
         server = self.server
         if server.config.echo and track != "outbound":
             self.echo(payload)

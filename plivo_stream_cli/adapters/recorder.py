@@ -38,6 +38,7 @@ __all__ = [
     "CallRecorder",
     "CaptureError",
     "CaptureLine",
+    "CaptureWriter",
     "RecordedFile",
     "WavRecorder",
     "read_capture",
@@ -53,6 +54,7 @@ _RESERVED = frozenset(
     {"CON", "PRN", "AUX", "NUL"} | {f"{dev}{n}" for dev in ("COM", "LPT") for n in range(1, 10)}
 )
 _pwrite = getattr(os, "pwrite", None)
+MAX_CAPTURE_HELD = 64 * 1024  # characters of capture lines held before they are written
 _CALL_BATCH_SECONDS = 0.2  # caller audio gathered before mixing into call.wav
 # The call's clock is the caller's audio, but wall time when that falls behind by more than
 # CALL_LAG_SECONDS (only played audio arrives): the caller is taken as silent, so the stereo
@@ -111,6 +113,7 @@ class WavRecorder:
         flush_seconds: float = 0.5,
         max_delay: float = 1.0,
         on_warning: Callable[[str], None] | None = None,
+        wire: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.path = Path(path)
         self._on_warning = on_warning or _log_warning
@@ -120,7 +123,12 @@ class WavRecorder:
         self._block = 2 * channels
         self._threshold = max(1, int(flush_seconds * sample_rate)) * self._block
         self._max_delay = max_delay
-        self._pending = bytearray()
+        # Chunks, joined when written: appending to one growing buffer reallocates it again
+        # and again, and with hundreds of streams that is a copy per frame.
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0  # of PCM, counting the wire chunks as the PCM they become
+        self._wire = wire  # wire audio (say mu-law) -> PCM, for `write_wire`
+        self._wire_chunks: list[bytes] = []
         self._data_bytes = 0  # audio bytes on disk and counted in the header
         self._frames = 0
         self._closed = False
@@ -148,29 +156,64 @@ class WavRecorder:
     def write(self, pcm: bytes) -> None:
         """Append 16-bit PCM frames (interleaved if stereo); cheap, writes happen in batches."""
         if self._file is None:
-            if self._closed:
-                raise ValueError(f"{self.path}: write after close")
-            return  # stopped after a write error; the warning says so
+            self._refuse()
+            return
         if len(pcm) % self._block:
             raise codec.CodecError(
                 f"{self.path}: {len(pcm)} bytes is not a whole number of {self._block}-byte frames"
             )
-        pending = self._pending
-        pending += pcm
-        self._frames += len(pcm) // self._block
-        if len(pending) >= self._threshold or time.monotonic() - self._last_sync >= self._max_delay:
+        if self._wire_chunks:  # in order: the wire audio before this PCM first
+            self._settle()
+        self._pending.append(pcm if type(pcm) is bytes else bytes(pcm))  # kept: not a view
+        self._add(len(pcm), len(pcm) // self._block)
+
+    def write_wire(self, data: bytes) -> None:
+        """Append mono wire audio (one byte a sample), turned into PCM by `wire` when written.
+
+        For a stream's inbound track: a frame costs a list append here, and a batch is decoded
+        in one call, not frame by frame.
+        """
+        if self._wire is None or self.channels != 1:
+            raise ValueError(f"{self.path}: no wire format to decode (PCM only)")
+        if self._file is None:
+            self._refuse()
+            return
+        self._wire_chunks.append(data)
+        self._add(2 * len(data), len(data))
+
+    def _add(self, pcm_bytes: int, frames: int) -> None:
+        self._frames += frames
+        self._pending_bytes += pcm_bytes
+        if (
+            self._pending_bytes >= self._threshold
+            or time.monotonic() - self._last_sync >= self._max_delay
+        ):
             self.flush()
+
+    def _refuse(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: write after close")
+        # else: stopped after a write error; the warning says so
+
+    def _settle(self) -> None:
+        """Decode the wire chunks gathered so far into the PCM to write."""
+        assert self._wire is not None
+        chunks, self._wire_chunks = self._wire_chunks, []
+        self._pending.append(self._wire(b"".join(chunks)))
 
     def flush(self) -> None:
         """Write buffered audio and the updated header now."""
         self._last_sync = time.monotonic()
-        if self._file is None or not self._pending:
+        if self._file is None or not self._pending_bytes:
             return
-        if self._data_bytes + len(self._pending) > _MAX_DATA:
+        if self._data_bytes + self._pending_bytes > _MAX_DATA:
             self._stop("the WAV format's 4 GB limit was reached")
             return
+        if self._wire_chunks:
+            self._settle()
         # Take the buffer: after a failed write it may still be exported to a traceback.
-        pending, self._pending = self._pending, bytearray()
+        pending = b"".join(self._pending)
+        self._pending, self._pending_bytes = [], 0
         try:
             self._write_all(pending)
             self._data_bytes += len(pending)
@@ -209,21 +252,16 @@ class WavRecorder:
         self._file.write(self._header())
         self._file.seek(0, os.SEEK_END)
 
-    def _write_all(self, data: bytes | bytearray) -> None:
+    def _write_all(self, data: bytes) -> None:
         assert self._file is not None
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            if not written:
-                raise OSError(28, "no space left on device")
-            view = view[written:]
+        _write_all(self._file, data)
 
     def _stop(self, reason: str) -> None:
         """Give up on this file after a write error, keeping the header of what is on disk."""
         self.warning = f"{self.path}: recording stopped: {reason}"
         self._on_warning(self.warning)
         self._frames = self._data_bytes // self._block
-        self._pending.clear()
+        self._pending, self._pending_bytes, self._wire_chunks = [], 0, []
         if self._file is not None:
             # If this fails too, the header on disk still describes an earlier, complete state.
             with contextlib.suppress(OSError):
@@ -234,6 +272,50 @@ class WavRecorder:
                 self._file.truncate(_HEADER.size + self._data_bytes)
             self._file.close()
             self._file = None
+
+
+class CaptureWriter:
+    """A JSONL capture file: its lines held in memory and written together, in order.
+
+    With `flush_seconds` 0 each line is written at once; otherwise the lines held are written
+    with the first one added `flush_seconds` after the last write, or once they reach
+    `MAX_CAPTURE_HELD` characters. Held as str and encoded a batch at a time (a lone
+    surrogate becomes a JSON escape, not a failed write): per line that is a list append.
+    Opening raises `OSError` (`FileExistsError`: the file is created exclusively); so do
+    `write`, `flush` and `close` when the disk refuses the lines.
+    """
+
+    def __init__(self, path: Path, flush_seconds: float = 0.0) -> None:
+        self.path = path
+        self._file: IO[bytes] = open(path, "xb", buffering=0, opener=private)  # noqa: SIM115
+        self._lines: list[str] = []
+        self._held = 0  # characters in `_lines`
+        self._flush_seconds = flush_seconds
+        self._due = time.monotonic() + flush_seconds
+
+    def write(self, line: str) -> None:
+        """Add one line (with its newline)."""
+        self._lines.append(line)
+        self._held += len(line)
+        if self._held >= MAX_CAPTURE_HELD or time.monotonic() >= self._due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the lines held now."""
+        self._due = time.monotonic() + self._flush_seconds
+        if not self._lines:
+            return
+        data = "".join(self._lines).encode("utf-8", "backslashreplace")
+        self._lines, self._held = [], 0
+        _write_all(self._file, data)
+
+    def close(self) -> None:
+        """Write what is held and close the file (idempotent)."""
+        try:
+            if not self._file.closed:
+                self.flush()
+        finally:
+            self._file.close()
 
 
 class CallRecorder:
@@ -264,13 +346,12 @@ class CallRecorder:
         self._clock = clock
         self._clock_t0: float | None = None  # when the call's timeline began (first audio)
         self._capture_flush = capture_flush
-        self._capture_due = 0.0  # monotonic time by which buffered capture lines are written
         self._on_warning = on_warning or _log_warning
         self.fmt = fmt
         self.stereo = stereo
         self._kinds = ("inbound", "outbound") + (("call",) if stereo else ())
         self._wavs: dict[str, WavRecorder] = {}
-        self._capture: IO[str] | None = None
+        self._capture: CaptureWriter | None = None
         self._capture_path: Path | None = None
         self._capture_warning: str | None = None
         self._first_t: float | None = None
@@ -287,6 +368,7 @@ class CallRecorder:
         self._result: list[RecordedFile] | None = None
         self._create_files(f"{safe_name(call_id)}_{safe_name(stream_id)}", capture)
         self._inbound_wav = self._wavs["inbound"]  # written once per frame
+        self._batch_decode = not stereo and fmt.sample_width == 1  # see `inbound_wire`
 
     @property
     def paths(self) -> list[Path]:
@@ -319,6 +401,19 @@ class CallRecorder:
             self._in_pos += len(pcm) // 2
             if len(self._left) >= self._emit_bytes:
                 self._emit_call()
+
+    def inbound_wire(self, payload: bytes, track: str = "inbound") -> None:
+        """`inbound`, given the audio as the media event carried it (say mu-law), not decoded.
+
+        What serve calls once per frame: a mono recording decodes a batch at a time.
+        """
+        if track == "outbound" or not self._batch_decode:
+            self.inbound(codec.decode(payload, self.fmt), track)
+            return
+        self._inbound_wav.write_wire(payload)
+
+    def _decode(self, payload: bytes) -> bytes:
+        return codec.decode(payload, self.fmt)
 
     def outbound(self, pcm: bytes) -> None:
         """Audio sent to be played to the caller (a playAudio payload, decoded)."""
@@ -388,8 +483,6 @@ class CallRecorder:
             line = _capture_line(t, direction, raw, is_json)
         try:
             capture.write(line)
-            if self._capture_flush and time.monotonic() >= self._capture_due:
-                self._flush_capture()
         except OSError as exc:
             self._stop_capture(exc.strerror or str(exc))
             return
@@ -408,14 +501,9 @@ class CallRecorder:
             wav.flush()
         if self._capture is not None:
             try:
-                self._flush_capture()
+                self._capture.flush()
             except OSError as exc:
                 self._stop_capture(exc.strerror or str(exc))
-
-    def _flush_capture(self) -> None:
-        assert self._capture is not None
-        self._capture_due = time.monotonic() + self._capture_flush
-        self._capture.flush()
 
     def close(self) -> list[RecordedFile]:
         """Finish every file (idempotent); returns what was recorded."""
@@ -488,22 +576,11 @@ class CallRecorder:
                 channels=channels,
                 exclusive=True,
                 on_warning=self._on_warning,
+                wire=self._decode if kind == "inbound" and self.fmt.sample_width == 1 else None,
             )
         if capture:
             path = self._inside(f"{name}.jsonl")
-            # Line buffering writes each event as it is captured, unless batches were asked for
-            # (a write per 20 ms frame adds up over hundreds of streams); backslashreplace keeps
-            # a lone surrogate as a valid JSON escape instead of failing the write.
-            self._capture = open(  # noqa: SIM115
-                path,
-                "x",
-                encoding="utf-8",
-                errors="backslashreplace",
-                buffering=-1 if self._capture_flush else 1,
-                newline="\n",
-                opener=private,
-            )
-            self._capture_due = time.monotonic() + self._capture_flush
+            self._capture = CaptureWriter(path, self._capture_flush)
             self._capture_path = path
 
     def _inside(self, filename: str) -> Path:
@@ -534,6 +611,16 @@ class CallRecorder:
             with contextlib.suppress(OSError):  # the lines written before the error are intact
                 self._capture.close()
             self._capture = None
+
+
+def _write_all(file: IO[bytes], data: bytes) -> None:
+    """Write all of `data` to an unbuffered file (a short write is not an error; none is)."""
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError(28, "no space left on device")
+        view = view[written:]
 
 
 def _log_warning(message: str) -> None:
