@@ -366,9 +366,9 @@ class CallRecorder:
         self._emit_bytes = 2 * int(fmt.sample_rate * _CALL_BATCH_SECONDS)
         self._max_ahead = 2 * int(fmt.sample_rate * MAX_AHEAD_SECONDS)
         self._result: list[RecordedFile] | None = None
+        self._batch_decode = not stereo and fmt.sample_width == 1  # see `inbound_wire`
         self._create_files(f"{safe_name(call_id)}_{safe_name(stream_id)}", capture)
         self._inbound_wav = self._wavs["inbound"]  # written once per frame
-        self._batch_decode = not stereo and fmt.sample_width == 1  # see `inbound_wire`
 
     @property
     def paths(self) -> list[Path]:
@@ -576,7 +576,7 @@ class CallRecorder:
                 channels=channels,
                 exclusive=True,
                 on_warning=self._on_warning,
-                wire=self._decode if kind == "inbound" and self.fmt.sample_width == 1 else None,
+                wire=self._decode if kind == "inbound" and self._batch_decode else None,
             )
         if capture:
             path = self._inside(f"{name}.jsonl")
