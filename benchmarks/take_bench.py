@@ -4,9 +4,9 @@ Not a test. No sockets: S started streams (a `LiveStream` each, no WebSocket beh
 media frames each, interleaved across streams as a loaded server sees them, through
 `LiveStream.take`, the path a text message takes once a stream has started. Four
 cases: bare (parse, apply, decode), with `--record` (capture line, WAV buffer and their
-batched writes, in a temporary directory), with `--json` (feed record and line, to
-/dev/null), and both. CPU time (`time.process_time`) per frame; the cases take turns and each
-keeps its fastest and median run.
+writes, for all streams at once as serve's recording clock does, in a temporary directory),
+with `--json` (feed record and line, to /dev/null), and both. CPU time (`time.process_time`)
+per frame; the cases take turns and each keeps its fastest and median run.
 
     python benchmarks/take_bench.py                  # --streams 200 --frames 150 --repeat 5
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from plivo_stream_cli.adapters import feedwriter
 from plivo_stream_cli.adapters.recorder import CallRecorder
 from plivo_stream_cli.adapters.server import (
-    CAPTURE_FLUSH_SECONDS,
+    RECORDING_FLUSH_SECONDS,
     LiveStream,
     ServeConfig,
     StreamServer,
@@ -58,7 +58,7 @@ async def one_run(streams: int, frames: int, record: bool, feed: bool) -> float:
             if record:  # what _begin opens in a worker thread
                 live.recorder = CallRecorder(
                     directory, start.call_id, start.stream_id, MULAW_8K,
-                    capture_flush=CAPTURE_FLUSH_SECONDS,
+                    clocked=True,
                 )  # fmt: skip
             lives.append(live)
         payload = bytes(range(160))
@@ -71,10 +71,14 @@ async def one_run(streams: int, frames: int, record: bool, feed: bool) -> float:
             ]
             for i in range(streams)
         ]
+        tick = round(RECORDING_FLUSH_SECONDS / 0.02)  # frames between two ticks of serve's clock
         began = time.process_time()
         for k in range(frames):
             for i in range(streams):
                 lives[i].take(texts[i][k])
+            if record and k % tick == tick - 1:
+                for live in lives:
+                    live.flush_recording()
         elapsed = time.process_time() - began
         for live in lives:
             if live.recorder is not None:

@@ -21,6 +21,12 @@ from urllib.parse import unquote
 
 from plivo_stream_cli.formats import FormatError, MediaFormat
 
+_fast_loads: Callable[[str | bytes], Any] | None
+try:  # the [fast] extra: orjson reads a media frame in about a third of json's time
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - exercised by the tests that set it to None
+    _fast_loads = None
+
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
@@ -305,6 +311,10 @@ def parse(data: str | bytes) -> Event:
     """Parse one text frame into an event, or raise `ProtocolError`. Never raises anything else."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the 64 KB limit")
+    if _fast_loads is not None and type(data) is str and data.startswith(_MEDIA_OPENINGS):
+        media = _fast_media(data)
+        if media is not None:
+            return media
     try:
         msg = _loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -335,6 +345,30 @@ def _loads(data: str | bytes) -> Any:
             if end == len(data):
                 return msg
     return json.loads(data)
+
+
+# How a media frame begins as Plivo and simulate write it: only those are tried with orjson
+# (any other message would be read twice).
+_MEDIA_OPENINGS = ('{"event":"media"', '{"event": "media"')
+
+
+def _fast_media(data: str) -> Media | None:
+    """The media frame `data` is, read by orjson; None when it is anything else.
+
+    Only a plain media frame (every field of the type Plivo sends) is taken from orjson's
+    result; every other message, and whatever orjson refuses (NaN, lone surrogates, every
+    error), is read again by json, so results and errors are json's. Where the two read the
+    same text differently (orjson makes an integer beyond 64 bits a float), the frame is not
+    plain and json reads it.
+    """
+    assert _fast_loads is not None
+    try:
+        msg = _fast_loads(data)
+    except ValueError:  # orjson.JSONDecodeError
+        return None
+    if type(msg) is dict and msg.get("event") == "media":
+        return _plain_media(msg)
+    return None
 
 
 def parse_object(msg: dict[str, Any]) -> Event:
@@ -373,23 +407,29 @@ def _parse_start(msg: dict[str, Any]) -> Start:
 
 
 def _parse_media(msg: dict[str, Any]) -> Media:
+    return _plain_media(msg) or _parse_media_fields(msg)
+
+
+def _plain_media(msg: dict[str, Any]) -> Media | None:
+    """The per-frame case: every field of the type Plivo sends (None: check each one)."""
     media = msg.get("media")
-    if type(media) is dict:  # the per-frame case: every field of the type Plivo sends
-        payload, track, stamp = media.get("payload"), media.get("track"), media.get("timestamp")
-        chunk, seq = media.get("chunk"), msg.get("sequenceNumber")
-        stream, extra = msg.get("streamId"), msg.get("extra_headers")
-        if (
-            type(payload) is str
-            and type(track) is str
-            and type(stamp) is str
-            and type(stream) is str
-            and (chunk is None or type(chunk) is int)
-            and (seq is None or type(seq) is int)
-            and (extra is None or type(extra) is str)
-        ):
-            audio = _b64decode(payload, "media.payload")
-            return _new_media(stream, track or "inbound", stamp, audio, chunk, seq, extra)
-    return _parse_media_fields(msg)
+    if type(media) is not dict:
+        return None
+    payload, track, stamp = media.get("payload"), media.get("track"), media.get("timestamp")
+    chunk, seq = media.get("chunk"), msg.get("sequenceNumber")
+    stream, extra = msg.get("streamId"), msg.get("extra_headers")
+    if (
+        type(payload) is str
+        and type(track) is str
+        and type(stamp) is str
+        and type(stream) is str
+        and (chunk is None or type(chunk) is int)
+        and (seq is None or type(seq) is int)
+        and (extra is None or type(extra) is str)
+    ):
+        audio = _b64decode(payload, "media.payload")
+        return _new_media(stream, track or "inbound", stamp, audio, chunk, seq, extra)
+    return None
 
 
 def _media_factory() -> Callable[[str, str, str, bytes, int | None, int | None, str | None], Media]:

@@ -307,3 +307,77 @@ def test_parsed_media_is_an_ordinary_frozen_media() -> None:
     assert (parsed, hash(parsed), repr(parsed)) == (made, hash(made), repr(made))
     with pytest.raises(dataclasses.FrozenInstanceError):
         parsed.track = "outbound"  # type: ignore[misc]
+
+
+def _read(data: str | bytes, *, orjson: bool) -> tuple[str, str]:
+    """`parse(data)`, with or without orjson, as text that tells an int from an equal float."""
+    saved = events._fast_loads
+    if not orjson:
+        events._fast_loads = None
+    try:
+        kind, value = _outcome(parse, data)
+    finally:
+        events._fast_loads = saved
+    return kind, repr(value)
+
+
+def test_the_test_extra_reads_media_with_orjson() -> None:
+    assert events._fast_loads is not None  # so the tests here compare both readers
+
+
+_odd = st.sampled_from(["\ud800", "x\udfffy", "\u2028", "caf\u00e9", "\x00"])
+_value = _field | st.integers(min_value=2**63 - 2, max_value=2**70) | _odd
+
+
+def _mostly(plain: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    """What Plivo sends, or now and then anything else (so whole frames are often plain)."""
+    return st.integers(0, 3).flatmap(lambda k: _value if k == 0 else plain)
+
+
+@settings(max_examples=600)
+@given(
+    seq=_mostly(st.integers(min_value=0, max_value=2**70)),
+    chunk=_mostly(st.integers(min_value=0, max_value=2**70)),
+    track=_mostly(st.just("inbound")),
+    other=_value,
+    payload=_mostly(st.sampled_from(["/w==", "AAEC", ""])) | st.just("bad!"),
+    duplicate=st.sampled_from([None, "sequenceNumber", "event", "streamId"]),
+    again=_value,
+    ascii_only=st.booleans(),
+    spaced=st.booleans(),
+    as_bytes=st.booleans(),
+)
+def test_media_read_with_orjson_is_what_json_reads(
+    seq: object,
+    chunk: object,
+    track: object,
+    other: object,
+    payload: object,
+    duplicate: str | None,
+    again: object,
+    ascii_only: bool,
+    spaced: bool,
+    as_bytes: bool,
+) -> None:
+    msg = {
+        "event": "media",
+        "sequenceNumber": seq,
+        "streamId": "b77e037d-4119-44b5-902d-25826b654539",
+        "media": {"track": track, "timestamp": "1700000000123", "chunk": chunk, "payload": payload},
+        "extra_headers": "{}",
+        "other": other,
+    }
+    separators = (", ", ": ") if spaced else (",", ":")
+    text = json.dumps(msg, ensure_ascii=ascii_only, separators=separators)
+    if duplicate is not None:  # the same key twice: json keeps the last one
+        text = f"{text[:-1]},{json.dumps(duplicate)}:{json.dumps(again)}}}"
+    data: str | bytes = text
+    if as_bytes:
+        data = text.encode("utf-8", "surrogatepass")
+    assert _read(data, orjson=True) == _read(data, orjson=False)
+
+
+def test_a_sequence_number_beyond_64_bits_stays_an_integer() -> None:
+    text = Media("s", "inbound", "1", b"\xff", 1, 2**70 + 1).to_json()
+    seq = parse(text).sequence_number  # type: ignore[union-attr]
+    assert type(seq) is int and seq == 2**70 + 1  # orjson alone makes it a float

@@ -18,6 +18,7 @@ import pytest
 from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.recorder import (
     CALL_LAG_SECONDS,
+    CLOCKED_HOLD_SECONDS,
     MAX_AHEAD_SECONDS,
     MAX_CAPTURE_HELD,
     CallRecorder,
@@ -551,3 +552,22 @@ def test_stereo_buffer_is_bounded_when_played_audio_floods_in(tmp_path: Path) ->
     # call.wav: all but the last minute, which was still queued (unplayed) at the end
     assert right == chunk * (600 - int(MAX_AHEAD_SECONDS))
     assert read_frames(tmp_path / "c_s.outbound.wav")[1] == chunk * 600
+
+
+def test_clocked_recording_is_written_by_flush_alone_up_to_its_bounds(tmp_path: Path) -> None:
+    rec = CallRecorder(tmp_path, "c", "clocked", MULAW_8K, clocked=True)
+    frame = codec.encode(tone(440, 8000, 0.02), MULAW_8K)
+    line = '{"event":"media","media":{"payload":"/w=="}}'
+    for i in range(26):  # past the 0.5 s of audio an unclocked WAV writes at
+        rec.inbound_wire(frame)
+        rec.capture("in", line, t=1.0 + i, is_json=True)
+    wav, capture = tmp_path / "c_clocked.inbound.wav", tmp_path / "c_clocked.jsonl"
+    assert read_frames(wav)[0] == 0 and capture.read_text() == ""
+    rec.flush()
+    assert read_frames(wav)[0] == 26 * 160 and len(list(read_capture(capture))) == 26
+    # a late clock: the audio held stops at CLOCKED_HOLD_SECONDS per track
+    held = round(CLOCKED_HOLD_SECONDS / 0.02)
+    for _ in range(held):
+        rec.inbound_wire(frame)
+    assert read_frames(wav)[0] == (26 + held) * 160
+    rec.close()

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 from plivo_stream_cli import codec, synth
+from plivo_stream_cli.adapters import server as server_module
 from plivo_stream_cli.adapters.server import ServeConfig, StreamServer
 from plivo_stream_cli.adapters.simulator import SimulateConfig, run_call
 from plivo_stream_cli.events import Media, Start
@@ -351,5 +352,38 @@ def test_invalid_utf8_text_after_start_still_closes_1007() -> None:
                 with pytest.raises(ConnectionClosed):
                     await asyncio.wait_for(ws.recv(), 5)
             assert ws.close_code == 1007
+
+    run(scenario())
+
+
+def _on_disk(directory: Path, stream: str) -> tuple[bytes, int]:
+    """A stream's inbound audio and capture lines as they are on disk now (mid-call)."""
+    (wav,) = directory.glob(f"*_{stream}.inbound.wav")
+    (capture,) = directory.glob(f"*_{stream}.jsonl")
+    return wav_frames(wav), capture.read_text().count("\n")
+
+
+def test_recording_clock_writes_quiet_streams_while_they_are_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "FLUSH_SLICE", 2)  # five streams: three turns of the loop
+    fmt = MULAW_8K
+    frames = codec.frames(caller(fmt, 0.3), fmt)  # less than a WAV's 0.5 s batch
+    expected = codec.decode(b"".join(frames), fmt)
+    names = [f"stream-{i}" for i in range(5)]
+
+    async def scenario() -> None:
+        async with StreamServer(ServeConfig(port=0, record_dir=tmp_path)) as server:
+            sockets = [await connect(server.local_url) for _ in names]
+            for i, (ws, name) in enumerate(zip(sockets, names, strict=True)):
+                await ws.send(Start(f"call-{i}", name, "MA1", ("inbound",), fmt, "", 1).to_json())
+                for seq, frame in enumerate(frames, 2):
+                    await ws.send(Media(name, "inbound", str(seq), frame, seq - 1, seq).to_json())
+            await _until(lambda: _media_count(server) == len(names) * len(frames))
+            # quiet from now on, and still connected: the clock writes what each one sent
+            whole = (expected, 1 + len(frames))
+            await _until(lambda: all(_on_disk(tmp_path, name) == whole for name in names), 5)
+            for ws in sockets:
+                await ws.close()
 
     run(scenario())

@@ -4,9 +4,10 @@ I/O, kept off the hot path: audio is batched and written at most every half seco
 second of wall time), and each write is followed by rewriting the WAV header's sizes, so a file
 is always a valid WAV; a crash or SIGKILL loses only the audio not yet written: under 0.5 s in a
 track file, under 0.7 s in the stereo call file (mixed in 0.2 s batches). The JSONL capture
-is written line by line, or with `capture_flush` (as `serve` does) in batches written once
-they are that many seconds old. Write errors (a full disk) stop that one file with a warning
-instead of raising into the server loop.
+is written line by line, or with `capture_flush` in batches written once they are that many
+seconds old. A `clocked` recording (as `serve` makes) is written when its owner flushes it,
+on a clock of its own (serve's: every half second, so a crash loses about as much). Write
+errors (a full disk) stop that one file with a warning instead of raising into the server loop.
 
 Names built from `callId`/`streamId` come from the network: `safe_name` reduces them to
 `[A-Za-z0-9_-]`, and files are created exclusively, so a recording can neither leave its
@@ -55,6 +56,9 @@ _RESERVED = frozenset(
 )
 _pwrite = getattr(os, "pwrite", None)
 MAX_CAPTURE_HELD = 64 * 1024  # characters of capture lines held before they are written
+# A clocked recording (`CallRecorder(clocked=True)`) is written when its owner flushes it; this
+# much audio per track is held at most meanwhile, should the clock be late.
+CLOCKED_HOLD_SECONDS = 2.0
 _CALL_BATCH_SECONDS = 0.2  # caller audio gathered before mixing into call.wav
 # The call's clock is the caller's audio, but wall time when that falls behind by more than
 # CALL_LAG_SECONDS (only played audio arrives): the caller is taken as silent, so the stereo
@@ -97,9 +101,10 @@ class WavRecorder:
     """A 16-bit PCM WAV file written as audio arrives, valid at every moment.
 
     Audio is buffered until half a second of it (`flush_seconds`) or a second of wall time
-    (`max_delay`) has gathered, then written with the header's sizes updated. An `OSError`
-    while writing stops the file: `.warning` says why (and is passed to `on_warning`; logged by
-    default) and later writes are ignored.
+    (`max_delay`) has gathered, then written with the header's sizes updated; with `max_delay`
+    None, only `flush_seconds` of audio or a `flush()` writes it (the owner flushes on a
+    clock). An `OSError` while writing stops the file: `.warning` says why (and is passed to
+    `on_warning`; logged by default) and later writes are ignored.
     Opening raises `OSError` (`FileExistsError` with `exclusive=True` if the file exists).
     """
 
@@ -111,7 +116,7 @@ class WavRecorder:
         channels: int = 1,
         exclusive: bool = False,
         flush_seconds: float = 0.5,
-        max_delay: float = 1.0,
+        max_delay: float | None = 1.0,
         on_warning: Callable[[str], None] | None = None,
         wire: Callable[[bytes], bytes] | None = None,
     ) -> None:
@@ -184,9 +189,8 @@ class WavRecorder:
     def _add(self, pcm_bytes: int, frames: int) -> None:
         self._frames += frames
         self._pending_bytes += pcm_bytes
-        if (
-            self._pending_bytes >= self._threshold
-            or time.monotonic() - self._last_sync >= self._max_delay
+        if self._pending_bytes >= self._threshold or (
+            self._max_delay is not None and time.monotonic() - self._last_sync >= self._max_delay
         ):
             self.flush()
 
@@ -279,30 +283,33 @@ class CaptureWriter:
 
     With `flush_seconds` 0 each line is written at once; otherwise the lines held are written
     with the first one added `flush_seconds` after the last write, or once they reach
-    `MAX_CAPTURE_HELD` characters. Held as str and encoded a batch at a time (a lone
+    `MAX_CAPTURE_HELD` characters; with `flush_seconds` None, only at that size or by `flush()`
+    (the owner flushes on a clock). Held as str and encoded a batch at a time (a lone
     surrogate becomes a JSON escape, not a failed write): per line that is a list append.
     Opening raises `OSError` (`FileExistsError`: the file is created exclusively); so do
     `write`, `flush` and `close` when the disk refuses the lines.
     """
 
-    def __init__(self, path: Path, flush_seconds: float = 0.0) -> None:
+    def __init__(self, path: Path, flush_seconds: float | None = 0.0) -> None:
         self.path = path
         self._file: IO[bytes] = open(path, "xb", buffering=0, opener=private)  # noqa: SIM115
         self._lines: list[str] = []
         self._held = 0  # characters in `_lines`
         self._flush_seconds = flush_seconds
-        self._due = time.monotonic() + flush_seconds
+        self._timed = flush_seconds is not None
+        self._due = time.monotonic() + (flush_seconds or 0.0)
 
     def write(self, line: str) -> None:
         """Add one line (with its newline)."""
         self._lines.append(line)
         self._held += len(line)
-        if self._held >= MAX_CAPTURE_HELD or time.monotonic() >= self._due:
+        if self._held >= MAX_CAPTURE_HELD or (self._timed and time.monotonic() >= self._due):
             self.flush()
 
     def flush(self) -> None:
         """Write the lines held now."""
-        self._due = time.monotonic() + self._flush_seconds
+        if self._flush_seconds is not None:
+            self._due = time.monotonic() + self._flush_seconds
         if not self._lines:
             return
         data = "".join(self._lines).encode("utf-8", "backslashreplace")
@@ -327,6 +334,12 @@ class CallRecorder:
     The call timeline is the caller's audio: played audio starts when it is sent, or when the
     audio queued before it ends, as Plivo plays it; silence fills the gaps. `outbound.wav` holds
     all audio sent for playback back to back, including any later cut short by `clear_outbound`.
+
+    `clocked`: the owner calls `flush()` on a clock (serve: every stream's recording at once,
+    every `livestream.RECORDING_FLUSH_SECONDS`), and nothing is written in between unless
+    `CLOCKED_HOLD_SECONDS` of audio or `MAX_CAPTURE_HELD` of capture gathered. Writes done
+    together are cheaper than the same writes scattered between frames, and a quiet stream's
+    last audio reaches the disk on time, not with its next frame.
     """
 
     def __init__(
@@ -339,10 +352,12 @@ class CallRecorder:
         stereo: bool = False,
         capture: bool = True,
         capture_flush: float = 0.0,
+        clocked: bool = False,
         on_warning: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = Path(directory)
+        self._clocked = clocked
         self._clock = clock
         self._clock_t0: float | None = None  # when the call's timeline began (first audio)
         self._capture_flush = capture_flush
@@ -575,12 +590,14 @@ class CallRecorder:
                 self.fmt.sample_rate,
                 channels=channels,
                 exclusive=True,
+                flush_seconds=CLOCKED_HOLD_SECONDS if self._clocked else 0.5,
+                max_delay=None if self._clocked else 1.0,
                 on_warning=self._on_warning,
                 wire=self._decode if kind == "inbound" and self._batch_decode else None,
             )
         if capture:
             path = self._inside(f"{name}.jsonl")
-            self._capture = CaptureWriter(path, self._capture_flush)
+            self._capture = CaptureWriter(path, None if self._clocked else self._capture_flush)
             self._capture_path = path
 
     def _inside(self, filename: str) -> Path:

@@ -23,9 +23,9 @@ from plivo_stream_cli import codec
 from plivo_stream_cli.adapters.feedhub import FeedHub
 from plivo_stream_cli.adapters.gate import SignatureGate
 from plivo_stream_cli.adapters.livestream import (
-    CAPTURE_FLUSH_SECONDS,
     MAX_PENDING_PLAYS,
     POLICY_VIOLATION,
+    RECORDING_FLUSH_SECONDS,
     LiveStream,
 )
 from plivo_stream_cli.adapters.plivolink import PlivoLink
@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
 __all__ = [
-    "CAPTURE_FLUSH_SECONDS",
     "MAX_PENDING_PLAYS",
+    "RECORDING_FLUSH_SECONDS",
     "WEBSOCKET_MAX_SIZE",
     "LiveStream",
     "ServeConfig",
@@ -55,6 +55,9 @@ WEBSOCKET_MAX_SIZE = 1024 * 1024  # larger than Plivo's 64 KB so oversize messag
 # SHUTDOWN_SECONDS whatever the peers do (half-open handshakes are abandoned at exit).
 CLOSE_TIMEOUT = 0.75
 SHUTDOWN_SECONDS = 1.0
+# Recordings the clock writes per turn of the loop: a pass over thousands of streams must not
+# hold up every stream's next frame until it is done.
+FLUSH_SLICE = 64
 
 
 class Peers(Protocol):
@@ -163,6 +166,7 @@ class StreamServer:
         self._links: set[PlivoLink] = set()  # every connection not yet lost
         self._sessions: set[asyncio.Task[None]] = set()  # each open WebSocket's gate + stream
         self._ws_logger = quiet_logger("pstream.websockets")
+        self._flush_timer: asyncio.TimerHandle | None = None  # the recording clock
         self.port = config.port
         self.stream_class: type[LiveStream] = LiveStream
         if config.upstream:
@@ -193,6 +197,21 @@ class StreamServer:
         sockets = list(self._server.sockets)
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        if self.config.record_dir is not None:
+            self._flush_timer = loop.call_later(RECORDING_FLUSH_SECONDS, self._flush_recordings)
+
+    def _flush_recordings(self) -> None:
+        """The recording clock: every stream's recording written, `FLUSH_SLICE` at a time."""
+        loop = asyncio.get_running_loop()
+        self._flush_timer = loop.call_later(RECORDING_FLUSH_SECONDS, self._flush_recordings)
+        self._flush_slice([live for live in self.streams.values() if live.recorder], 0)
+
+    def _flush_slice(self, lives: list[LiveStream], first: int) -> None:
+        end = first + FLUSH_SLICE
+        for live in lives[first:end]:
+            live.flush_recording()
+        if end < len(lives):
+            asyncio.get_running_loop().call_soon(self._flush_slice, lives, end)
 
     def _new_link(self) -> PlivoLink:
         # No pings (Plivo does not answer them reliably; TCP tells us of drops), no
@@ -238,6 +257,9 @@ class StreamServer:
             link.abort()
         for live in list(self.streams.values()):
             live.finish()
+        if self._flush_timer is not None:  # every recording is closed: nothing left to write
+            self._flush_timer.cancel()
+            self._flush_timer = None
 
     async def _close_link(self, link: PlivoLink) -> None:
         with contextlib.suppress(Exception):
