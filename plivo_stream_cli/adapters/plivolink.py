@@ -92,7 +92,9 @@ class PlivoLink(WebSocketLink):
         self._open_timer = self.loop.call_later(self.open_timeout, self._open_expired)
 
     def data_received(self, data: bytes) -> None:
-        if self._sniffing:
+        if self._framing:  # an open stream: the per-frame case, spared a call
+            self._frames(data)
+        elif self._sniffing:
             self._sniff(data)
         else:
             super().data_received(data)

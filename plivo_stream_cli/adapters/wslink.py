@@ -180,8 +180,11 @@ class WebSocketLink(asyncio.Protocol):
         n = len(buf)
         pos = 0
         masked, limit = self._masked, self._fast_max
+        # Only websockets changes its state, and only when given bytes (or failed): read once
+        # here and again after each frame handed to it, not per frame.
+        is_open = ws.state is State.OPEN
         while n - pos >= 2:
-            if ws.state is not State.OPEN:  # closing: websockets has the rest, as it is
+            if not is_open:  # closing: websockets has the rest, as it is
                 self._hand_over(buf[pos:], batch)
                 fed, pos = True, n
                 break
@@ -228,6 +231,7 @@ class WebSocketLink(asyncio.Protocol):
                 self._hand_over(buf[pos:], batch)
                 pos = n
                 break
+            is_open = ws.state is State.OPEN
         if buf is self._partial:
             del self._partial[:pos]
         elif pos < n:
