@@ -436,12 +436,19 @@ def test_capture_of_known_json_writes_the_same_line(tmp_path: Path, raw: str) ->
     assert json.loads(lines)["msg"] == json.loads(raw)
 
 
-def test_capture_writer_holds_at_most_max_capture_held_characters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_json", [False, True], ids=["line", "json"])
+def test_capture_writer_holds_at_most_max_capture_held_characters(
+    tmp_path: Path, as_json: bool
+) -> None:
     writer = CaptureWriter(tmp_path / "held.jsonl", flush_seconds=3600)
-    line = '{"t":1.0,"dir":"in","msg":{"event":"media"}}\n'
+    t, text = 1764712345.25, '{"event":"media"}'
+    line = f'{{"t":{t:.6f},"dir":"in","msg":{text}}}\n'
     written = 0
     for _ in range(3 * MAX_CAPTURE_HELD // len(line)):
-        writer.write(line)
+        if as_json:
+            writer.write_json(t, "in", text)
+        else:
+            writer.write(line)
         on_disk = (tmp_path / "held.jsonl").stat().st_size
         assert 0 <= written + len(line) - on_disk <= MAX_CAPTURE_HELD + len(line)
         written += len(line)

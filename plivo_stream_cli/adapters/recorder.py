@@ -56,6 +56,7 @@ _RESERVED = frozenset(
 )
 _pwrite = getattr(os, "pwrite", None)
 MAX_CAPTURE_HELD = 64 * 1024  # characters of capture lines held before they are written
+_LINE_OVERHEAD = 42  # characters a capture line adds to its message (time and direction)
 # A clocked recording (`CallRecorder(clocked=True)`) is written when its owner flushes it; this
 # much audio per track is held at most meanwhile, should the clock be late.
 CLOCKED_HOLD_SECONDS = 2.0
@@ -291,7 +292,9 @@ class CaptureWriter:
     with the first one added `flush_seconds` after the last write, or once they reach
     `MAX_CAPTURE_HELD` characters; with `flush_seconds` None, only at that size or by `flush()`
     (the owner flushes on a clock). Held as str and encoded a batch at a time (a lone
-    surrogate becomes a JSON escape, not a failed write): per line that is a list append.
+    surrogate becomes a JSON escape, not a failed write): per line that is a list append. A
+    message known to be JSON (`write_json`, once per frame) is held as it came, with its time,
+    and its line is formatted when the batch is written.
     Opening raises `OSError` (`FileExistsError`: the file is created exclusively); so do
     `write`, `flush` and `close` when the disk refuses the lines.
     """
@@ -299,8 +302,9 @@ class CaptureWriter:
     def __init__(self, path: Path, flush_seconds: float | None = 0.0) -> None:
         self.path = path
         self._file: IO[bytes] = open(path, "xb", buffering=0, opener=private)  # noqa: SIM115
-        self._lines: list[str] = []
-        self._held = 0  # characters in `_lines`
+        # a line, or (time, direction, JSON text) for a line formatted when written
+        self._lines: list[str | tuple[float, str, str]] = []
+        self._held = 0  # characters in `_lines` (about, for the JSON texts)
         self._flush_seconds = flush_seconds
         self._timed = flush_seconds is not None
         self._due = time.monotonic() + (flush_seconds or 0.0)
@@ -312,15 +316,34 @@ class CaptureWriter:
         if self._held >= MAX_CAPTURE_HELD or (self._timed and time.monotonic() >= self._due):
             self.flush()
 
+    def write_json(self, t: float, direction: str, text: str) -> None:
+        """Add the line of a message received or sent at `t` whose `text` is known to be JSON."""
+        self._lines.append((t, direction, text))
+        self._held += len(text) + _LINE_OVERHEAD
+        if self._held >= MAX_CAPTURE_HELD or (self._timed and time.monotonic() >= self._due):
+            self.flush()
+
     def flush(self) -> None:
         """Write the lines held now."""
         if self._flush_seconds is not None:
             self._due = time.monotonic() + self._flush_seconds
         if not self._lines:
             return
-        data = "".join(self._lines).encode("utf-8", "backslashreplace")
-        self._lines, self._held = [], 0
-        _write_all(self._file, data)
+        lines, self._lines, self._held = self._lines, [], 0
+        parts: list[str] = []
+        add = parts.append
+        for line in lines:
+            if isinstance(line, str):
+                add(line)
+                continue
+            t, direction, text = line  # as `_capture_line` writes it, without copying `text`
+            if "\n" in text or "\r" in text:
+                add(_capture_line(t, direction, text, is_json=True))
+                continue
+            add(f'{{"t":{t:.6f},"dir":"{direction}","msg":')
+            add(text.strip())
+            add("}\n")
+        _write_all(self._file, "".join(parts).encode("utf-8", "backslashreplace"))
 
     def close(self) -> None:
         """Write what is held and close the file (idempotent)."""
@@ -498,12 +521,11 @@ class CallRecorder:
         if capture is None:
             return
         t = time.time() if t is None else t
-        if is_json and isinstance(raw, str) and "\n" not in raw and "\r" not in raw:
-            line = f'{{"t":{t:.6f},"dir":"{direction}","msg":{raw.strip()}}}\n'  # per frame
-        else:
-            line = _capture_line(t, direction, raw, is_json)
         try:
-            capture.write(line)
+            if is_json and isinstance(raw, str):
+                capture.write_json(t, direction, raw)  # per frame: its line made when written
+            else:
+                capture.write(_capture_line(t, direction, raw, is_json))
         except OSError as exc:
             self._stop_capture(exc.strerror or str(exc))
             return
