@@ -99,7 +99,7 @@ def wire(first: int, payload: bytes, mask: bytes | None, form: str = "min") -> b
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 FIN = 0x80
 
-texts = st.text(max_size=40).map(str.encode)
+texts = (st.text(max_size=40) | st.text(min_size=120, max_size=400)).map(str.encode)
 blobs = st.binary(max_size=40)
 bad_utf8 = st.sampled_from([b"\xff", b"ab\xc3", b"\xed\xa0\x80", b"ok\x80ok"])
 
@@ -131,7 +131,7 @@ def frames(draw: Any, from_client: bool) -> bytes:
             if between == "ping":  # allowed between the parts
                 out += wire(FIN | PING, b"in-between", right)
             elif between == "text":  # another message inside this one: 1002
-                out += wire(FIN | TEXT, b"intruder", right)
+                out += wire(FIN | TEXT, b"intruder" * draw(st.sampled_from([1, 20])), right)
             out += wire((FIN if i == len(parts) - 1 else 0) | CONT, part, right)
         return out
     if kind == "ping":
@@ -161,7 +161,9 @@ def frames(draw: Any, from_client: bool) -> bytes:
 def streams(from_client: bool) -> st.SearchStrategy[tuple[bytes, list[int]]]:
     @st.composite
     def build(draw: Any) -> tuple[bytes, list[int]]:
-        data = b"".join(draw(st.lists(frames(from_client), min_size=1, max_size=12)))
+        parts = draw(st.lists(frames(from_client), min_size=1, max_size=12))
+        data = b"".join(parts)
+        whole = draw(st.booleans())  # a read per frame, as a paced peer's frames come
         if draw(st.booleans()):
             # Text that is not UTF-8 comes last: websockets parses a whole read before the link
             # decodes its text, so after such a frame the plain link may act on frames (a ping,
@@ -169,10 +171,26 @@ def streams(from_client: bool) -> st.SearchStrategy[tuple[bytes, list[int]]]:
             # reads. That case has its own test below.
             mask = os.urandom(4) if from_client else None
             data += wire(FIN | TEXT, draw(bad_utf8), mask)
+        if whole:
+            return data, frame_ends(data)
         cuts = draw(st.lists(st.integers(0, len(data)), max_size=10))
         return data, sorted(set(cuts))
 
     return build()
+
+
+def frame_ends(data: bytes) -> list[int]:
+    """Where each frame of `data` ends (its headers are read as `header` writes them)."""
+    ends, pos = [], 0
+    while pos + 2 <= len(data):
+        length, head = data[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            length, head = int.from_bytes(data[head : head + 2], "big"), head + 2
+        elif length == 127:
+            length, head = int.from_bytes(data[head : head + 8], "big"), head + 8
+        pos = head + (4 if data[pos + 1] & 0x80 else 0) + length
+        ends.append(min(pos, len(data)))
+    return ends
 
 
 def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -352,5 +370,22 @@ def test_text_that_is_not_utf8_fails_at_once_and_nothing_behind_it_is_read() -> 
         )
         assert not any(op == int(Opcode.PONG) for op, _ in written(transport, by_server=True))
         assert link.ws.close_sent is not None and link.ws.close_sent.code == 1007
+
+    run(go())
+
+
+def test_a_whole_text_frame_read_alone_inside_a_fragmented_message_fails_1002() -> None:
+    async def go() -> None:
+        mask = os.urandom(4)
+        data = (
+            wire(TEXT, b"first", mask)
+            + wire(FIN | TEXT, b"intruder" * 20, mask)  # the shape of the link's usual read
+            + wire(FIN | CONT, b"last", mask)
+        )
+        link = WebSocketLink(open_server(), None)
+        link.frame_from_here(MAX_SIZE)
+        reads, _ = feed(link, pieces(data, frame_ends(data)))
+        assert reads == []
+        assert link.ws.close_sent is not None and link.ws.close_sent.code == 1002
 
     run(go())

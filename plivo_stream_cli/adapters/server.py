@@ -198,6 +198,9 @@ class StreamServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         if self.config.record_dir is not None:
+            # loaded now, not on the loop when the first call starts (it waits for the import)
+            from plivo_stream_cli.adapters import recorder  # noqa: F401
+
             self._flush_timer = loop.call_later(RECORDING_FLUSH_SECONDS, self._flush_recordings)
 
     def _flush_recordings(self) -> None:

@@ -25,9 +25,11 @@ within `FAST_MAX` bytes, while the connection is open and no fragmented message 
 Every other frame (control frames, fragments, wrong masking, reserved bits, oversized ones) is
 handed to websockets whole, from its first byte, so it sees a byte stream that starts at a frame
 boundary, as if it had read the skipped frames itself, and applies all its checks to it; once
-the connection is no longer open, everything goes to websockets. The two paths give the same
-messages and the same close codes (tests/test_wslink.py checks them against each other on
-random frame streams cut at random points). `benchmarks/link_bench.py` measures what it saves.
+the connection is no longer open, everything goes to websockets. The usual read of a paced
+peer, one whole such text frame of 126 bytes or more (a media event), takes a shorter way.
+The paths give the same messages and the same close codes (tests/test_wslink.py checks them
+against websockets' own on random frame streams, cut at random points or frame by frame).
+`benchmarks/link_bench.py` measures what it saves.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ INTERNAL_ERROR = 1011
 INVALID_DATA = 1007
 FAST_MAX = 16 * 1024  # largest frame the link reads itself (and holds while it is incomplete)
 _FIN_TEXT, _FIN_BINARY = 0x81, 0x82  # first byte: FIN, no reserved bits, the opcode
+_MASKED_16 = 0xFE  # second byte: masked, a 16-bit length follows
 _PLAIN = (_FIN_TEXT, _FIN_BINARY)
 
 
@@ -157,6 +160,24 @@ class WebSocketLink(asyncio.Protocol):
     def _frames(self, data: bytes) -> None:
         """One read while the link splits frames: plain ones read here, others by websockets."""
         ws = self.ws
+        n = len(data)
+        if (  # the usual read: one whole masked text frame of 126 bytes or more (a media event)
+            n > 8
+            and data[0] == _FIN_TEXT
+            and data[1] == _MASKED_16
+            and n == 8 + ((data[2] << 8) | data[3])
+            and n - 8 <= self._fast_max
+            and self._masked
+            and not (self._to_ws or self._partial or self._parts)
+            and ws.state is State.OPEN
+        ):
+            try:
+                text = str(apply_mask(data[8:], data[4:8]), "utf-8")
+            except UnicodeDecodeError:
+                pass  # read again below, which fails the connection as it should
+            else:
+                self._deliver([text])
+                return
         batch: list[Message] = []
         fed = False  # websockets was given bytes: it may have frames to send (pong, close)
         if self._to_ws:
