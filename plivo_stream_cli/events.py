@@ -22,12 +22,6 @@ from urllib.parse import unquote
 
 from plivo_stream_cli.formats import FormatError, MediaFormat
 
-_fast_loads: Callable[[str | bytes], Any] | None
-try:  # the [fast] extra: orjson reads a media frame in about a third of json's time
-    from orjson import loads as _fast_loads
-except ImportError:  # pragma: no cover - exercised by the tests that set it to None
-    _fast_loads = None
-
 MAX_MESSAGE_BYTES = 64 * 1024
 
 
@@ -312,21 +306,10 @@ def parse(data: str | bytes) -> Event:
     """Parse one text frame into an event, or raise `ProtocolError`. Never raises anything else."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the 64 KB limit")
-    if _fast_loads is not None and type(data) is str and data.startswith(_MEDIA_OPENINGS):
-        # orjson (the [fast] extra) reads a media frame; only a plain one (every field of the
-        # type Plivo sends) is taken from its result. Every other message, and whatever orjson
-        # refuses (NaN, lone surrogates, every error), is read again by json below, so results
-        # and errors are json's. Where the two read the same text differently (orjson makes an
-        # integer beyond 64 bits a float), the frame is not plain and json reads it.
-        try:
-            msg = _fast_loads(data)
-        except ValueError:  # orjson.JSONDecodeError
-            pass
-        else:
-            if type(msg) is dict and msg.get("event") == "media":
-                media = _plain_media(msg)
-                if media is not None:
-                    return media
+    if _fast_media is not None and type(data) is str and data.startswith(_MEDIA_OPENINGS):
+        media = _fast_media(data)
+        if media is not None:
+            return media
     try:
         msg = _loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -359,9 +342,50 @@ def _loads(data: str | bytes) -> Any:
     return json.loads(data)
 
 
-# How a media frame begins as Plivo and simulate write it: only those are tried with orjson
+# How a media frame begins as Plivo and simulate write it: only those are tried with msgspec
 # (any other message would be read twice).
 _MEDIA_OPENINGS = ('{"event":"media"', '{"event": "media"')
+
+# msgspec (the [fast] extra) reads a plain media frame, every field of the type Plivo sends, in
+# one pass: JSON, types and base64, in about half the time of json and the checks here. It is
+# strict: whatever it refuses (a field of another type, NaN, a lone surrogate, base64 that
+# `binascii`'s strict mode refuses too, any error) is read again by json, so results and errors
+# are json's (tests/test_events.py checks the two readers against each other).
+_fast_media: Callable[[str], Media | None] | None = None
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - the base install: json reads every frame
+    pass
+else:
+
+    class _WireBody(msgspec.Struct):
+        track: str
+        timestamp: str
+        payload: bytes  # base64 in JSON, decoded (and checked) by msgspec
+        chunk: int | None = None
+
+    class _WireMedia(msgspec.Struct):  # named as on the wire
+        event: str
+        streamId: str
+        media: _WireBody
+        sequenceNumber: int | None = None
+        extra_headers: str | None = None
+
+    _decode_media = msgspec.json.Decoder(_WireMedia).decode
+
+    def _read_media(data: str) -> Media | None:
+        """The plain media frame `data` is, read by msgspec; None: json is to read it."""
+        try:
+            wire = _decode_media(data)
+        except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
+            return None
+        if wire.event != "media":  # a second "event" key: json's reading decides
+            return None
+        body, seq, extra = wire.media, wire.sequenceNumber, wire.extra_headers
+        track, stamp, payload = body.track or "inbound", body.timestamp, body.payload
+        return _new_media(wire.streamId, track, stamp, payload, body.chunk, seq, extra)
+
+    _fast_media = _read_media
 
 
 def parse_object(msg: dict[str, Any]) -> Event:
