@@ -343,7 +343,7 @@ def _fill_up(live: LiveStream) -> None:
     recorder = live.recorder
     for wav in recorder._wavs.values():
         wav._file = FullDisk(wav._file)
-    recorder._capture = FullDisk(recorder._capture)
+    recorder._capture._file = FullDisk(recorder._capture._file)
 
 
 # ---------------------------------------------------------------- peers that never read
