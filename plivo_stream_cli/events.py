@@ -444,10 +444,7 @@ def _plain_media(msg: dict[str, Any]) -> Media | None:
         and (seq is None or type(seq) is int)
         and (extra is None or type(extra) is str)
     ):
-        try:
-            audio = _strict_b64(payload)  # `_b64decode`, inlined: once per frame
-        except (binascii.Error, ValueError):
-            raise ProtocolError("media.payload: not valid base64") from None
+        audio = _b64decode(payload, "media.payload")
         return _new_media(stream, track or "inbound", stamp, audio, chunk, seq, extra)
     return None
 

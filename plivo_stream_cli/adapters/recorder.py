@@ -185,13 +185,7 @@ class WavRecorder:
             self._refuse()
             return
         self._wire_chunks.append(data)
-        # `_add`, inlined: once per frame
-        self._frames += len(data)
-        self._pending_bytes += 2 * len(data)
-        if self._pending_bytes >= self._threshold or (
-            self._max_delay is not None and time.monotonic() - self._last_sync >= self._max_delay
-        ):
-            self.flush()
+        self._add(2 * len(data), len(data))
 
     def _add(self, pcm_bytes: int, frames: int) -> None:
         self._frames += frames
